@@ -1,0 +1,290 @@
+// Command snapsafectl inspects and drives a snapsafe provider: status,
+// forced bumps, watchers and the orchestrator wait.
+//
+// Exit codes: 0 ok, 1 error, 2 usage, 3 timed out, 4 a newer generation
+// arrived while waiting, 5 not permitted, 6 no provider running.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/snapsafe/snapsafe/runtime"
+)
+
+// Exit codes of the CLI contract.
+const (
+	exitOK            = 0
+	exitError         = 1
+	exitUsage         = 2
+	exitTimeout       = 3
+	exitNewGeneration = 4
+	exitNotPermitted  = 5
+	exitNoProvider    = 6
+)
+
+const usage = `usage: snapsafectl [--dir D] <command> [flags]
+
+commands:
+  status [--json]                 show the generation, watchers and provider state
+  bump [--min N]                  force a new generation max(N, current+1) (privileged)
+  watch [--ack] [--exec CMD] [--count K] [--timeout D]
+                                  print each new generation; run CMD, then ack
+  wait [--timeout D]              wait until no watcher is outdated
+
+exit codes: 0 ok, 1 error, 2 usage, 3 timed out, 4 newer generation, 5 not permitted, 6 no provider
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// cli carries what every command needs.
+type cli struct {
+	dir    string
+	stdout io.Writer
+	stderr io.Writer
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("snapsafectl", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, usage) }
+	c := cli{stdout: stdout, stderr: stderr}
+	fs.StringVar(&c.dir, "dir", "", "state directory (default $SNAPSAFE_DIR, else the running provider's)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitUsage
+	}
+	if fs.NArg() == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	cmds := map[string]func([]string) int{
+		"status": c.status,
+		"bump":   c.bump,
+		"watch":  c.watch,
+		"wait":   c.wait,
+	}
+	cmd, ok := cmds[fs.Arg(0)]
+	if !ok {
+		fmt.Fprintf(stderr, "snapsafectl: unknown command %q: use status, bump, watch or wait (see -h)\n", fs.Arg(0))
+		return exitUsage
+	}
+	return cmd(fs.Args()[1:])
+}
+
+// flags parses a command's flags; it returns false (and the exit code) on
+// a usage error.
+func (c cli) flags(name string, args []string, define func(*flag.FlagSet)) (int, bool) {
+	fs := flag.NewFlagSet("snapsafectl "+name, flag.ContinueOnError)
+	fs.SetOutput(c.stderr)
+	define(fs)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK, false
+		}
+		return exitUsage, false
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(c.stderr, "snapsafectl %s: unexpected argument %q (see snapsafectl %s -h)\n", name, fs.Arg(0), name)
+		return exitUsage, false
+	}
+	return 0, true
+}
+
+// fail prints err as one line and maps it to the contract's exit code.
+func (c cli) fail(err error) int {
+	// Library errors already name the operation ("bump: ..."); errors from
+	// attaching name the directory instead.
+	fmt.Fprintf(c.stderr, "snapsafectl: %v\n", err)
+	switch {
+	case errors.Is(err, runtime.ErrNoProvider), errors.Is(err, runtime.ErrProviderGone):
+		return exitNoProvider
+	case errors.Is(err, runtime.ErrNotPermitted):
+		return exitNotPermitted
+	case errors.Is(err, runtime.ErrNewGeneration):
+		return exitNewGeneration
+	case errors.Is(err, context.DeadlineExceeded):
+		return exitTimeout
+	}
+	return exitError
+}
+
+// signalContext is cancelled by SIGINT or SIGTERM and, when timeout > 0,
+// times out after it.
+func signalContext(timeout time.Duration) (context.Context, context.CancelFunc) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	if timeout <= 0 {
+		return ctx, stop
+	}
+	tctx, cancel := context.WithTimeout(ctx, timeout)
+	return tctx, func() { cancel(); stop() }
+}
+
+func (c cli) status(args []string) int {
+	var asJSON bool
+	if code, ok := c.flags("status", args, func(fs *flag.FlagSet) {
+		fs.BoolVar(&asJSON, "json", false, "print JSON")
+	}); !ok {
+		return code
+	}
+	cl, err := runtime.Attach(c.dir)
+	if err != nil {
+		return c.fail(err)
+	}
+	defer cl.Close()
+	ctx, cancel := signalContext(5 * time.Second)
+	defer cancel()
+	s, err := cl.Status(ctx)
+	if err != nil {
+		return c.fail(err)
+	}
+	if asJSON {
+		enc := json.NewEncoder(c.stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(s); err != nil {
+			return c.fail(err)
+		}
+		return exitOK
+	}
+	fmt.Fprintf(c.stdout, "generation  %d (reason %s, %s)\n", s.Generation, s.Reason, s.BumpTime.Format(time.RFC3339Nano))
+	fmt.Fprintf(c.stdout, "epoch       %s\n", s.Epoch)
+	fmt.Fprintf(c.stdout, "watchers    %d (%d outdated, %d orchestrator waits)\n", s.Watchers, s.Outdated, s.Waiting)
+	fmt.Fprintf(c.stdout, "clients     %d (%d wipe regions, %d bytes)\n", s.Clients, s.Regions, s.RegionBytes)
+	fmt.Fprintf(c.stdout, "backend     %s\n", s.Backend)
+	for k, v := range s.Source {
+		fmt.Fprintf(c.stdout, "  %-18s %v\n", k, v)
+	}
+	fmt.Fprintf(c.stdout, "provider    pid %d, %s, %d bumps since %s\n", s.ProviderPID, s.State, s.Bumps, s.Started.Format(time.RFC3339))
+	fmt.Fprintf(c.stdout, "directory   %s\n", s.Dir)
+	return exitOK
+}
+
+func (c cli) bump(args []string) int {
+	var min uint64
+	if code, ok := c.flags("bump", args, func(fs *flag.FlagSet) {
+		fs.Uint64Var(&min, "min", 0, "the new generation is at least N")
+	}); !ok {
+		return code
+	}
+	cl, err := runtime.Attach(c.dir)
+	if err != nil {
+		return c.fail(err)
+	}
+	defer cl.Close()
+	ctx, cancel := signalContext(5 * time.Second)
+	defer cancel()
+	gen, err := cl.Bump(ctx, min)
+	if err != nil {
+		return c.fail(err)
+	}
+	fmt.Fprintln(c.stdout, gen)
+	return exitOK
+}
+
+func (c cli) wait(args []string) int {
+	var timeout time.Duration
+	if code, ok := c.flags("wait", args, func(fs *flag.FlagSet) {
+		fs.DurationVar(&timeout, "timeout", 0, "give up after D (exit 3); 0 waits forever")
+	}); !ok {
+		return code
+	}
+	cl, err := runtime.Attach(c.dir)
+	if err != nil {
+		return c.fail(err)
+	}
+	defer cl.Close()
+	ctx, cancel := signalContext(timeout)
+	defer cancel()
+	if err := cl.Wait(ctx); err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			err = fmt.Errorf("timed out after %v: some watchers have not acknowledged the current generation (see snapsafectl status)", timeout)
+			fmt.Fprintf(c.stderr, "snapsafectl wait: %v\n", err)
+			return exitTimeout
+		}
+		return c.fail(err)
+	}
+	return exitOK
+}
+
+func (c cli) watch(args []string) int {
+	var (
+		ack     bool
+		command string
+		count   int
+		timeout time.Duration
+	)
+	if code, ok := c.flags("watch", args, func(fs *flag.FlagSet) {
+		fs.BoolVar(&ack, "ack", false, "acknowledge each generation (after CMD succeeded, with --exec)")
+		fs.StringVar(&command, "exec", "", "run CMD with sh -c on each new generation, with SNAPSAFE_GENERATION set")
+		fs.IntVar(&count, "count", 0, "exit 0 after K generations (0: no limit)")
+		fs.DurationVar(&timeout, "timeout", 0, "exit 3 after D unless --count was reached (0: no limit)")
+	}); !ok {
+		return code
+	}
+	if count < 0 {
+		fmt.Fprintf(c.stderr, "snapsafectl watch: --count %d: must be 0 or more\n", count)
+		return exitUsage
+	}
+	cl, err := runtime.Attach(c.dir)
+	if err != nil {
+		return c.fail(err)
+	}
+	defer cl.Close()
+	ctx, cancel := signalContext(timeout)
+	defer cancel()
+	w, err := cl.Watch(ctx)
+	if err != nil {
+		return c.fail(err)
+	}
+	defer w.Close()
+	for n := 0; count == 0 || n < count; n++ {
+		gen, err := w.Next(ctx)
+		if err != nil {
+			switch {
+			case errors.Is(err, context.DeadlineExceeded):
+				fmt.Fprintf(c.stderr, "snapsafectl watch: timed out after %v\n", timeout)
+				return exitTimeout
+			case errors.Is(err, context.Canceled):
+				return exitOK // interrupted by a signal
+			}
+			return c.fail(err)
+		}
+		fmt.Fprintln(c.stdout, gen)
+		if command != "" && !c.runHook(ctx, command, gen) {
+			continue // not acknowledged: the watcher stays outdated
+		}
+		if ack {
+			if err := w.Ack(ctx, gen); err != nil && !errors.Is(err, runtime.ErrBadAck) {
+				return c.fail(err)
+			}
+			// ErrBadAck: a newer generation arrived meanwhile; Next returns it.
+		}
+	}
+	return exitOK
+}
+
+// runHook runs the --exec command for gen and reports whether it succeeded.
+func (c cli) runHook(ctx context.Context, command string, gen uint64) bool {
+	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", command)
+	cmd.Env = append(os.Environ(), "SNAPSAFE_GENERATION="+strconv.FormatUint(gen, 10))
+	cmd.Stdout, cmd.Stderr = c.stderr, c.stderr // stdout carries only generations
+	if err := cmd.Run(); err != nil {
+		fmt.Fprintf(c.stderr, "snapsafectl watch: --exec for generation %d failed (%v): not acknowledging\n", gen, err)
+		return false
+	}
+	return true
+}

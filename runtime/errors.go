@@ -1,0 +1,29 @@
+package runtime
+
+import "errors"
+
+// Errors returned (wrapped) by the provider and the client. Match them with
+// errors.Is.
+var (
+	// ErrNotSupported: the runtime needs Linux (SOCK_SEQPACKET, memfd).
+	ErrNotSupported = errors.New("not supported on this system")
+	// ErrNoProvider: no provider is running on the state directory.
+	ErrNoProvider = errors.New("no snapsafe provider running")
+	// ErrProviderRunning: another provider holds the state directory.
+	ErrProviderRunning = errors.New("another provider is running on this state directory")
+	// ErrProviderGone: the connection to the provider was lost.
+	ErrProviderGone = errors.New("connection to the snapsafe provider lost")
+	// ErrNotPermitted: the request needs privilege the caller lacks.
+	ErrNotPermitted = errors.New("not permitted")
+	// ErrBadAck: an acknowledgement named a generation other than the
+	// current one; it changed nothing.
+	ErrBadAck = errors.New("acknowledged generation is not the current one")
+	// ErrNotWatcher: an acknowledgement on a connection that is not a watcher.
+	ErrNotWatcher = errors.New("not a watcher")
+	// ErrLimit: a bound of the provider was exceeded.
+	ErrLimit = errors.New("provider limit exceeded")
+	// ErrNewGeneration: a newer generation arrived while waiting (or the
+	// caller's own watcher is outdated). The caller must handle the new
+	// generation and wait again.
+	ErrNewGeneration = errors.New("a newer generation arrived while waiting")
+)

@@ -1,0 +1,530 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/snapsafe/snapsafe/shm"
+	"golang.org/x/sys/unix"
+)
+
+// testProvider runs a manual provider on a fresh directory until the test
+// ends.
+type testProvider struct {
+	*Provider
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func startProvider(t testing.TB, dir string) *testProvider {
+	t.Helper()
+	p, err := New(Config{Dir: dir, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	tp := &testProvider{Provider: p, cancel: cancel, done: make(chan error, 1)}
+	go func() { tp.done <- p.Run(ctx) }()
+	select {
+	case <-p.Ready():
+	case err := <-tp.done:
+		t.Fatalf("provider stopped before it was ready: %v", err)
+	}
+	t.Cleanup(tp.stop)
+	return tp
+}
+
+func (tp *testProvider) stop() {
+	tp.cancel()
+	if err := <-tp.done; err != nil {
+		panic(err)
+	}
+	tp.done <- nil // let a second stop return
+}
+
+func attach(t testing.TB, dir string) *Client {
+	t.Helper()
+	c, err := Attach(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func watch(t testing.TB, c *Client) *Watcher {
+	t.Helper()
+	w, err := c.Watch(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close() })
+	return w
+}
+
+func ctxT(t testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func status(t testing.TB, c *Client) Status {
+	t.Helper()
+	s, err := c.Status(ctxT(t, 5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// eventually polls cond until it holds or 5 s pass.
+func eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	for end := time.Now().Add(5 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+func TestStartupBumpAndRestart(t *testing.T) {
+	dir := t.TempDir()
+	tp := startProvider(t, dir)
+	c := attach(t, dir)
+	if g := c.Generation(); g != 1 {
+		t.Fatalf("first start: generation %d, want 1", g)
+	}
+	s, err := c.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Reason != shm.ReasonStartup || s.State != shm.StateRunning || s.PID != uint32(os.Getpid()) || s.Wiped != 1 {
+		t.Fatalf("snapshot after start = %+v", s)
+	}
+	tp.stop()
+	select {
+	case <-c.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("client did not notice the provider stopping")
+	}
+	if !errors.Is(c.Err(), ErrProviderGone) {
+		t.Fatalf("Err after stop = %v", c.Err())
+	}
+	if s, _ := c.Snapshot(); s.State != shm.StateStopped {
+		t.Fatalf("state after stop = %v, want stopped", s.State)
+	}
+	if _, err := Attach(dir); !errors.Is(err, ErrNoProvider) {
+		t.Fatalf("Attach with no provider = %v, want ErrNoProvider", err)
+	}
+
+	startProvider(t, dir)
+	// The old mapping keeps working across the restart: same page file.
+	if g := c.Generation(); g != 2 {
+		t.Fatalf("after restart: generation %d, want 2", g)
+	}
+}
+
+func TestSecondProviderRefused(t *testing.T) {
+	dir := t.TempDir()
+	startProvider(t, dir)
+	_, err := New(Config{Dir: dir})
+	if !errors.Is(err, ErrProviderRunning) {
+		t.Fatalf("second provider: %v, want ErrProviderRunning", err)
+	}
+}
+
+func TestBumpMin(t *testing.T) {
+	dir := t.TempDir()
+	startProvider(t, dir)
+	c := attach(t, dir)
+	ctx := ctxT(t, 5*time.Second)
+	for _, tc := range []struct{ min, want uint64 }{{100, 100}, {50, 101}, {0, 102}, {102, 103}} {
+		g, err := c.Bump(ctx, tc.min)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g != tc.want || c.Generation() != tc.want {
+			t.Fatalf("bump --min %d = %d (page %d), want %d", tc.min, g, c.Generation(), tc.want)
+		}
+	}
+	if s := status(t, c); s.Reason != "forced" || s.Generation != 103 {
+		t.Fatalf("status after bumps = %+v", s)
+	}
+}
+
+func TestWatchersAckAndWait(t *testing.T) {
+	dir := t.TempDir()
+	tp := startProvider(t, dir)
+	c := attach(t, dir)
+	probe := attach(t, dir) // probe-only: must never count
+	w1 := watch(t, c)
+	w2 := watch(t, c)
+	if s := status(t, c); s.Watchers != 2 || s.Outdated != 0 || s.Clients != 4 {
+		t.Fatalf("status = watchers %d outdated %d clients %d, want 2, 0, 4", s.Watchers, s.Outdated, s.Clients)
+	}
+	if err := c.Wait(ctxT(t, time.Second)); err != nil {
+		t.Fatalf("wait with every watcher up to date: %v", err)
+	}
+
+	gen, err := tp.Bump(shm.ReasonForced, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []*Watcher{w1, w2} {
+		if g, err := w.Next(ctxT(t, 5*time.Second)); err != nil || g != gen {
+			t.Fatalf("Next = %d, %v; want %d", g, err, gen)
+		}
+	}
+	if s := status(t, c); s.Outdated != 2 {
+		t.Fatalf("outdated after bump = %d, want 2", s.Outdated)
+	}
+
+	// A wrong ack is refused and changes nothing.
+	if err := w1.Ack(ctxT(t, time.Second), gen-1); !errors.Is(err, ErrBadAck) {
+		t.Fatalf("ack of an old generation: %v, want ErrBadAck", err)
+	}
+	if err := w1.Ack(ctxT(t, time.Second), gen+1); !errors.Is(err, ErrBadAck) {
+		t.Fatalf("ack of a future generation: %v, want ErrBadAck", err)
+	}
+	if s := status(t, c); s.Outdated != 2 {
+		t.Fatalf("outdated after refused acks = %d, want 2", s.Outdated)
+	}
+	if err := w1.Ack(ctxT(t, time.Second), gen); err != nil {
+		t.Fatal(err)
+	}
+	if err := w1.Ack(ctxT(t, time.Second), gen); err != nil {
+		t.Fatalf("repeated ack: %v", err)
+	}
+	if s := status(t, c); s.Outdated != 1 {
+		t.Fatalf("outdated after one ack = %d, want 1", s.Outdated)
+	}
+
+	// The outdated watcher holds the wait until it times out.
+	err = c.Wait(ctxT(t, 100*time.Millisecond))
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("wait with an outdated watcher: %v, want deadline exceeded", err)
+	}
+	// An outdated watcher's own wait reports the new generation at once.
+	if err := w2.Wait(ctxT(t, time.Second)); !errors.Is(err, ErrNewGeneration) {
+		t.Fatalf("outdated watcher's wait: %v, want ErrNewGeneration", err)
+	}
+
+	// A bump while waiting ends the wait with ErrNewGeneration.
+	errc := make(chan error, 1)
+	go func() { errc <- c.Wait(ctxT(t, 5*time.Second)) }()
+	eventually(t, "the wait to register", func() bool { return status(t, probe).Waiting == 1 })
+	gen2, _ := tp.Bump(shm.ReasonForced, 0)
+	if err := <-errc; !errors.Is(err, ErrNewGeneration) {
+		t.Fatalf("wait across a bump: %v, want ErrNewGeneration", err)
+	}
+
+	// Acks release the wait.
+	go func() { errc <- c.Wait(ctxT(t, 5*time.Second)) }()
+	eventually(t, "the wait to register", func() bool { return status(t, probe).Waiting == 1 })
+	if err := w1.Ack(ctxT(t, time.Second), gen2); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-errc:
+		t.Fatalf("wait ended with one watcher outdated: %v", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	// A watcher that goes away stops counting.
+	w2.Close()
+	if err := <-errc; err != nil {
+		t.Fatalf("wait after the outdated watcher left: %v", err)
+	}
+	if s := status(t, c); s.Watchers != 1 || s.Outdated != 0 {
+		t.Fatalf("status = watchers %d outdated %d, want 1, 0", s.Watchers, s.Outdated)
+	}
+}
+
+func TestWaitSeenGeneration(t *testing.T) {
+	dir := t.TempDir()
+	startProvider(t, dir)
+	c := attach(t, dir)
+	// A caller that read an older generation is told at once.
+	if err := c.ctl.wait(ctxT(t, time.Second), c.Generation()+5); !errors.Is(err, ErrNewGeneration) {
+		t.Fatalf("wait with a stale generation: %v", err)
+	}
+	// After a cancelled wait the connection is usable again.
+	w := watch(t, c)
+	if _, err := c.Bump(ctxT(t, time.Second), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Wait(ctxT(t, 20*time.Millisecond)); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("wait = %v, want deadline exceeded", err)
+	}
+	g, _ := w.Next(ctxT(t, time.Second))
+	if err := w.Ack(ctxT(t, time.Second), g); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Wait(ctxT(t, time.Second)); err != nil {
+		t.Fatalf("wait after cancel and ack: %v", err)
+	}
+}
+
+func TestWatcherFdPollable(t *testing.T) {
+	dir := t.TempDir()
+	tp := startProvider(t, dir)
+	w := watch(t, attach(t, dir))
+	readable := func(timeout time.Duration) bool {
+		fds := []unix.PollFd{{Fd: int32(w.Fd()), Events: unix.POLLIN}}
+		n, err := unix.Poll(fds, int(timeout.Milliseconds()))
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			t.Fatal(err)
+		}
+		return n == 1
+	}
+	if readable(0) {
+		t.Fatal("fd readable before any bump")
+	}
+	gen, _ := tp.Bump(shm.ReasonForced, 0)
+	if !readable(5 * time.Second) {
+		t.Fatal("fd not readable after a bump")
+	}
+	if g, err := w.Next(ctxT(t, time.Second)); err != nil || g != gen {
+		t.Fatalf("Next = %d, %v", g, err)
+	}
+	if readable(0) {
+		t.Fatal("fd still readable after Next consumed the event")
+	}
+	tp.stop()
+	if !readable(5 * time.Second) {
+		t.Fatal("fd not readable after the provider went away")
+	}
+	if _, err := w.Next(ctxT(t, time.Second)); !errors.Is(err, ErrProviderGone) {
+		t.Fatalf("Next after provider stop: %v", err)
+	}
+}
+
+// rawConn is a protocol-level client for misbehaviour tests.
+func rawConn(t *testing.T, dir string) *net.UnixConn {
+	uc, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: filepath.Join(dir, SocketFile), Net: "unixpacket"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { uc.Close() })
+	return uc
+}
+
+func readMsg(t *testing.T, uc *net.UnixConn) (message, error) {
+	buf := make([]byte, MaxMessage)
+	uc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, err := uc.Read(buf)
+	if err != nil {
+		return message{}, err
+	}
+	return decode(buf[:n])
+}
+
+func TestMisbehavingPeersAreClosed(t *testing.T) {
+	dir := t.TempDir()
+	startProvider(t, dir)
+	good := attach(t, dir)
+	for _, tc := range []struct {
+		name string
+		msg  []byte
+		code errCode
+	}{
+		{"garbage", []byte("hello provider"), codeVersion},
+		{"short", []byte{1, 2}, codeMalformed},
+		{"oversized", append(encode(msgStatus, 1, nil), make([]byte, MaxMessage)...), codeMalformed},
+		{"unknown type", encode(0x33, 1, nil), codeUnknown},
+		{"bad payload", encode(msgAck, 1, []byte{1}), codeMalformed},
+		{"reply type", encode(msgBumpOK, 1, u64(1)), codeUnknown},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			uc := rawConn(t, dir)
+			if _, err := uc.Write(tc.msg); err != nil {
+				t.Fatal(err)
+			}
+			m, err := readMsg(t, uc)
+			if err != nil {
+				t.Fatalf("no error reply: %v", err)
+			}
+			if m.typ != msgError || errCode(m.u32()) != tc.code {
+				t.Fatalf("reply %#x code %d, want error code %d", m.typ, m.u32(), tc.code)
+			}
+			if _, err := readMsg(t, uc); err != io.EOF {
+				t.Fatalf("connection not closed after the error: %v", err)
+			}
+		})
+	}
+	// Everyone else is still served.
+	if _, err := good.Bump(ctxT(t, time.Second), 0); err != nil {
+		t.Fatalf("provider stopped serving others: %v", err)
+	}
+}
+
+// TestSilentPeerDoesNotBlock: a watcher that never reads its socket must not
+// delay bumps or other watchers.
+func TestSilentPeerDoesNotBlock(t *testing.T) {
+	dir := t.TempDir()
+	tp := startProvider(t, dir)
+	silent := rawConn(t, dir)
+	silent.Write(encode(msgWatch, 1, nil))
+	w := watch(t, attach(t, dir))
+	var last uint64
+	for range 5000 {
+		last, _ = tp.Bump(shm.ReasonForced, 0)
+	}
+	eventually(t, "the reading watcher to see the last bump", func() bool { return w.Generation() == last })
+}
+
+func TestRegionWipedOnBump(t *testing.T) {
+	dir := t.TempDir()
+	tp := startProvider(t, dir)
+	c := attach(t, dir)
+	r, err := c.Region(ctxT(t, time.Second), 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	copy(r.Bytes(), "live key material")
+	if s := status(t, c); s.Regions != 1 || s.RegionBytes != os.Getpagesize() {
+		t.Fatalf("status regions %d bytes %d", s.Regions, s.RegionBytes)
+	}
+	tp.Bump(shm.ReasonForced, 0)
+	for i, b := range r.Bytes() {
+		if b != 0 {
+			t.Fatalf("byte %d = %#x after bump", i, b)
+		}
+	}
+	// Bounds.
+	for _, n := range []int{0, shm.MaxRegionSize + 1} {
+		if _, err := c.Region(ctxT(t, time.Second), n); err == nil {
+			t.Fatalf("region of %d bytes granted", n)
+		}
+	}
+	var held []*shm.Region
+	for range MaxRegionsPerConn - 1 {
+		r, err := c.Region(ctxT(t, time.Second), 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, r)
+	}
+	if _, err := c.Region(ctxT(t, time.Second), 1); !errors.Is(err, ErrLimit) {
+		t.Fatalf("region beyond the per-connection bound: %v, want ErrLimit", err)
+	}
+	for _, r := range held {
+		r.Close()
+	}
+	// Regions go with their connection.
+	c.Close()
+	probe := attach(t, dir)
+	eventually(t, "regions to be released", func() bool { return status(t, probe).Regions == 0 })
+}
+
+// TestRegionProtocolConcurrentWipe runs the client side of the region
+// protocol (docs/ABI.md) against a provider bumping as fast as it can: a
+// client stores a secret only once the wipe for the generation it read is
+// marked complete, and whenever it finds its secret damaged, the generation
+// must have moved. A wipe that landed on a secret stored for the current
+// generation — the failure the protocol exists to prevent — fails the test.
+func TestRegionProtocolConcurrentWipe(t *testing.T) {
+	dir := t.TempDir()
+	tp := startProvider(t, dir)
+	c := attach(t, dir)
+	r, err := c.Region(ctxT(t, time.Second), 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	page := c.Page()
+
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for !stop.Load() {
+			tp.Bump(shm.ReasonForced, 0)
+		}
+	}()
+	mem := r.Bytes()[:64]
+	var stores, damaged int
+	for end := time.Now().Add(500 * time.Millisecond); time.Now().Before(end); {
+		g := page.Generation()
+		if page.Wiped() != g {
+			continue // the wipe for g is not complete: storing now could be wiped
+		}
+		for i := range mem {
+			mem[i] = byte(g) | 1 // never zero
+		}
+		stores++
+		for i := range mem {
+			if mem[i] != byte(g)|1 {
+				if page.Generation() == g {
+					t.Fatalf("secret for generation %d damaged while the generation stood still", g)
+				}
+				damaged++
+				break
+			}
+		}
+	}
+	stop.Store(true)
+	wg.Wait()
+	t.Logf("%d stores, %d of them wiped by a later bump", stores, damaged)
+	if stores < 100 {
+		t.Fatalf("only %d stores: the test did not exercise the protocol", stores)
+	}
+}
+
+func TestNoDescriptorLeaks(t *testing.T) {
+	dir := t.TempDir()
+	tp := startProvider(t, dir)
+	before := countFDs(t)
+	for range 20 {
+		c, err := Attach(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, err := c.Watch(ctxT(t, time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := c.Region(ctxT(t, time.Second), 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Close()
+		w.Close()
+		c.Close()
+	}
+	probe := attach(t, dir)
+	eventually(t, "the provider to drop closed clients", func() bool { return status(t, probe).Clients == 1 })
+	probe.Close()
+	eventually(t, "descriptors to be released", func() bool { return countFDs(t) <= before })
+	_ = tp
+}
+
+func countFDs(t testing.TB) int {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("cannot count descriptors: %v (needs /proc)", err)
+	}
+	return len(ents)
+}
+
+func TestParseProcStatus(t *testing.T) {
+	const st = "Name:\tbash\nUid:\t1000\t1000\t1000\t1000\nGroups:\t4 24 27 1000 \nCapInh:\t0000000000000000\nCapEff:\t0000010000000000\n"
+	capEff, groups := parseProcStatus(st)
+	if capEff != 1<<capCheckpointRestore {
+		t.Fatalf("CapEff = %#x", capEff)
+	}
+	if !slices.Equal(groups, []uint32{4, 24, 27, 1000}) {
+		t.Fatalf("groups = %v", groups)
+	}
+}

@@ -1,0 +1,16 @@
+//go:build !linux
+
+package runtime
+
+import (
+	"fmt"
+	"time"
+)
+
+// New is not supported on this system.
+func New(cfg Config) (*Provider, error) {
+	return nil, fmt.Errorf("starting a snapsafe provider: %w", ErrNotSupported)
+}
+
+func (*Provider) accept() error { return ErrNotSupported }
+func monotonic() time.Duration  { return 0 }
