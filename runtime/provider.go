@@ -301,8 +301,10 @@ func (p *Provider) cancelWait(c *peer) {
 	}
 }
 
-// newRegion makes a wipe region for c, within the bounds.
-func (p *Provider) newRegion(c *peer, size uint32) (*shm.Region, errCode, string) {
+// newRegion makes a wipe region for c, within the bounds, and returns a
+// duplicate of its descriptor for sending: the region itself may be closed
+// by a concurrent drop of c as soon as the lock is released.
+func (p *Provider) newRegion(c *peer, size uint32) (*os.File, errCode, string) {
 	if size == 0 || size > shm.MaxRegionSize {
 		return nil, codeInvalid, fmt.Sprintf("wipe region of %d bytes refused: ask for 1 to %d bytes", size, shm.MaxRegionSize)
 	}
@@ -322,9 +324,19 @@ func (p *Provider) newRegion(c *peer, size uint32) (*shm.Region, errCode, string
 		r.Close()
 		return nil, codeLimit, fmt.Sprintf("wipe region refused: the provider holds its maximum of %d bytes of regions", shm.MaxRegionBytes)
 	}
+	if _, ok := p.conns[c]; !ok {
+		r.Close()
+		return nil, codeInternal, "connection closed"
+	}
+	f, err := dupFile(r.File())
+	if err != nil {
+		r.Close()
+		p.log.Error("duplicating wipe region descriptor", "err", err)
+		return nil, codeInternal, "could not pass the wipe region: see the provider's log"
+	}
 	c.regions = append(c.regions, r)
 	p.regionBytes += n
-	return r, 0, ""
+	return f, 0, ""
 }
 
 // notifier sends c a generation event whenever one is pending. Events are

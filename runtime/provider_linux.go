@@ -114,6 +114,15 @@ func listen(path string) (*net.UnixListener, error) {
 	return ln, nil
 }
 
+// dupFile duplicates f's descriptor (close-on-exec).
+func dupFile(f *os.File) (*os.File, error) {
+	fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), f.Name()), nil
+}
+
 func monotonic() time.Duration {
 	var ts unix.Timespec
 	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
@@ -276,11 +285,16 @@ func (p *Provider) handle(c *peer, m message) bool {
 		p.log.Info("forced bump", "generation", gen, "min", m.u64(), "pid", c.pid, "uid", c.uid)
 		return reply(msgBumpOK, u64(gen))
 	case msgRegion:
-		r, code, text := p.newRegion(c, m.u32())
+		f, code, text := p.newRegion(c, m.u32())
 		if code != 0 {
 			return fail(code, text)
 		}
-		return p.send(c, encode(msgRegionOK, m.id, u32(uint32(len(r.Bytes())))), unix.UnixRights(int(r.File().Fd())))
+		defer f.Close()
+		fi, err := f.Stat()
+		if err != nil {
+			return fail(codeInternal, "wipe region: "+err.Error())
+		}
+		return p.send(c, encode(msgRegionOK, m.id, u32(uint32(fi.Size()))), unix.UnixRights(int(f.Fd())))
 	}
 	// A reply or event type sent to the provider.
 	p.refuse(c, m.id, codeUnknown, fmt.Sprintf("message type %#x is not a request", uint8(m.typ)))

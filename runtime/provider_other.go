@@ -4,6 +4,7 @@ package runtime
 
 import (
 	"fmt"
+	"os"
 	"time"
 )
 
@@ -14,3 +15,5 @@ func New(cfg Config) (*Provider, error) {
 
 func (*Provider) accept() error { return ErrNotSupported }
 func monotonic() time.Duration  { return 0 }
+
+func dupFile(*os.File) (*os.File, error) { return nil, ErrNotSupported }

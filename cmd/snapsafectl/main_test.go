@@ -1,0 +1,350 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The tests here run the real binaries, as a user would: a provider
+// process and several snapsafectl processes.
+
+var bin string // folder holding the built snapsafed and snapsafectl
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "snapsafe-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	// Other users (uid 65534 below) must be able to run the binaries.
+	os.Chmod(dir, 0o755)
+	for _, cmd := range []string{"snapsafed", "snapsafectl"} {
+		out, err := exec.Command("go", "build", "-o", filepath.Join(dir, cmd), "github.com/snapsafe/snapsafe/cmd/"+cmd).CombinedOutput()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "building %s: %v\n%s", cmd, err, out)
+			os.Exit(1)
+		}
+	}
+	bin = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// stateDir makes a state directory every user can reach.
+func stateDir(t *testing.T) string {
+	dir, err := os.MkdirTemp("", "snapsafe-state-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dir, 0o755)
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+type provider struct {
+	cmd *exec.Cmd
+	log *syncBuffer
+}
+
+func startProvider(t *testing.T, dir string, args ...string) *provider {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(bin, "snapsafed"), append([]string{"--dir", dir, "--backend", "manual"}, args...)...)
+	log := new(syncBuffer)
+	cmd.Stderr = log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &provider{cmd: cmd, log: log}
+	t.Cleanup(func() {
+		if p.cmd.ProcessState == nil {
+			p.cmd.Process.Kill()
+			p.cmd.Wait()
+		}
+		if t.Failed() {
+			t.Logf("provider log:\n%s", p.log)
+		}
+	})
+	// Ready means the status command works.
+	for end := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if _, _, code := ctl(t, dir, "status"); code == 0 {
+			return p
+		}
+		if time.Now().After(end) {
+			t.Fatalf("provider not ready after 10s:\n%s", log)
+		}
+	}
+}
+
+func (p *provider) stop(t *testing.T, sig syscall.Signal) {
+	t.Helper()
+	p.cmd.Process.Signal(sig)
+	err := p.cmd.Wait()
+	if sig == syscall.SIGKILL {
+		return
+	}
+	if err != nil {
+		t.Fatalf("provider exited with %v after %v:\n%s", err, sig, p.log)
+	}
+}
+
+// ctl runs snapsafectl and returns stdout, stderr and the exit code.
+func ctl(t *testing.T, dir string, args ...string) (string, string, int) {
+	t.Helper()
+	return ctlAs(t, nil, dir, args...)
+}
+
+func ctlAs(t *testing.T, cred *syscall.Credential, dir string, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(bin, "snapsafectl"), append([]string{"--dir", dir}, args...)...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return out.String(), errb.String(), 0
+	case errors.As(err, &ee):
+		return out.String(), errb.String(), ee.ExitCode()
+	}
+	t.Fatalf("running snapsafectl %v: %v", args, err)
+	return "", "", -1
+}
+
+func mustCtl(t *testing.T, dir string, args ...string) string {
+	t.Helper()
+	out, errs, code := ctl(t, dir, args...)
+	if code != 0 {
+		t.Fatalf("snapsafectl %v exited %d: %s", args, code, errs)
+	}
+	return strings.TrimSpace(out)
+}
+
+type statusJSON struct {
+	Generation  uint64 `json:"generation"`
+	Watchers    int    `json:"watchers"`
+	Outdated    int    `json:"outdated"`
+	Backend     string `json:"backend"`
+	Epoch       string `json:"epoch"`
+	ProviderPID int    `json:"provider_pid"`
+	Waiting     int    `json:"waiting"`
+}
+
+func status(t *testing.T, dir string) statusJSON {
+	t.Helper()
+	var s statusJSON
+	if err := json.Unmarshal([]byte(mustCtl(t, dir, "status", "--json")), &s); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for end := time.Now().Add(10 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer that a child process may write while the
+// test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func startWatch(t *testing.T, dir string, args ...string) (*exec.Cmd, *syncBuffer) {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(bin, "snapsafectl"), append([]string{"--dir", dir, "watch"}, args...)...)
+	out := new(syncBuffer)
+	cmd.Stdout = out
+	cmd.Stderr = out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	return cmd, out
+}
+
+// TestIntegrationCLIContract walks the provider-core issue's bar.
+func TestIntegrationCLIContract(t *testing.T) {
+	dir := stateDir(t)
+	p := startProvider(t, dir)
+
+	s := status(t, dir)
+	if s.Generation < 1 || s.Backend != "manual" || s.ProviderPID != p.cmd.Process.Pid || s.Epoch == "" {
+		t.Fatalf("status = %+v", s)
+	}
+	fi, err := os.Stat(filepath.Join(dir, "generation"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o444 || fi.Size() < 4096 {
+		t.Fatalf("page file mode %v size %d", fi.Mode().Perm(), fi.Size())
+	}
+	if got := mustCtl(t, dir, "bump", "--min", "100"); got != "100" {
+		t.Fatalf("bump --min 100 printed %q", got)
+	}
+	if got := mustCtl(t, dir, "bump", "--min", "50"); got != "101" {
+		t.Fatalf("bump --min 50 printed %q", got)
+	}
+
+	lazy, _ := startWatch(t, dir)
+	_, ackOut := startWatch(t, dir, "--ack")
+	eventually(t, "two watchers", func() bool { return status(t, dir).Watchers == 2 })
+	mustCtl(t, dir, "bump")
+	eventually(t, "the acking watcher to ack", func() bool { return status(t, dir).Outdated == 1 })
+	if _, _, code := ctl(t, dir, "wait", "--timeout", "300ms"); code != 3 {
+		t.Fatalf("wait with an outdated watcher exited %d, want 3", code)
+	}
+
+	// A bump during the wait: exit 4.
+	wait := exec.Command(filepath.Join(bin, "snapsafectl"), "--dir", dir, "wait", "--timeout", "10s")
+	if err := wait.Start(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the wait to register", func() bool { return status(t, dir).Waiting == 1 })
+	mustCtl(t, dir, "bump")
+	if err := wait.Wait(); wait.ProcessState.ExitCode() != 4 {
+		t.Fatalf("wait across a bump: %v, want exit 4", err)
+	}
+
+	// Killing the outdated watcher releases the wait.
+	lazy.Process.Kill()
+	lazy.Wait()
+	eventually(t, "no outdated watcher", func() bool { return status(t, dir).Outdated == 0 })
+	if _, errs, code := ctl(t, dir, "wait", "--timeout", "5s"); code != 0 {
+		t.Fatalf("wait with no outdated watcher exited %d: %s", code, errs)
+	}
+	if s := status(t, dir); s.Watchers != 1 {
+		t.Fatalf("watchers = %d after the kill, want 1", s.Watchers)
+	}
+	if lines := strings.Fields(ackOut.String()); len(lines) != 2 || lines[0] != "102" || lines[1] != "103" {
+		t.Fatalf("acking watcher printed %q, want 102 and 103", ackOut)
+	}
+
+	// Privilege: uid 65534 may read status but not bump.
+	if os.Geteuid() != 0 {
+		t.Log("skipping the uid 65534 checks: they need root to switch user (run the tests as root)")
+	} else {
+		nobody := &syscall.Credential{Uid: 65534, Gid: 65534}
+		before := status(t, dir).Generation
+		_, errs, code := ctlAs(t, nobody, dir, "bump")
+		if code != 5 || !strings.Contains(errs, "bump") {
+			t.Fatalf("bump as uid 65534 exited %d (%q), want 5", code, errs)
+		}
+		if g := status(t, dir).Generation; g != before {
+			t.Fatalf("refused bump moved the generation from %d to %d", before, g)
+		}
+		if out, errs, code := ctlAs(t, nobody, dir, "status", "--json"); code != 0 || !strings.Contains(out, `"generation"`) {
+			t.Fatalf("status as uid 65534 exited %d: %s", code, errs)
+		}
+	}
+
+	// Restarts never take the generation back.
+	before := status(t, dir).Generation
+	p.stop(t, syscall.SIGTERM)
+	if _, errs, code := ctl(t, dir, "status"); code != 6 || !strings.Contains(errs, "snapsafed") {
+		t.Fatalf("status with no provider exited %d (%q), want 6 naming snapsafed", code, errs)
+	}
+	p = startProvider(t, dir)
+	afterClean := status(t, dir).Generation
+	if afterClean <= before {
+		t.Fatalf("generation %d after a clean restart, was %d", afterClean, before)
+	}
+	p.stop(t, syscall.SIGKILL)
+	startProvider(t, dir)
+	if g := status(t, dir).Generation; g <= afterClean {
+		t.Fatalf("generation %d after kill -9 and restart, was %d", g, afterClean)
+	}
+}
+
+func TestIntegrationWatchExec(t *testing.T) {
+	dir := stateDir(t)
+	startProvider(t, dir)
+	marks := filepath.Join(dir, "marks")
+	// The hook fails for even generations: those must stay unacknowledged.
+	hook := `echo $SNAPSAFE_GENERATION >> ` + marks + `; test $((SNAPSAFE_GENERATION % 2)) = 1`
+	cmd, out := startWatch(t, dir, "--ack", "--exec", hook, "--count", "2", "--timeout", "20s")
+	eventually(t, "the watcher", func() bool { return status(t, dir).Watchers == 1 })
+	g := status(t, dir).Generation
+	next := g + 1
+	if next%2 == 1 {
+		next++ // start on an even generation
+	}
+	mustCtl(t, dir, "bump", "--min", strconv.FormatUint(next, 10))
+	eventually(t, "the hook to run", func() bool { b, _ := os.ReadFile(marks); return len(b) > 0 })
+	if s := status(t, dir); s.Outdated != 1 {
+		t.Fatalf("outdated = %d after a failed hook, want 1", s.Outdated)
+	}
+	mustCtl(t, dir, "bump") // odd: the hook succeeds and the watcher acks
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("watch --count 2: %v\n%s", err, out)
+	}
+	b, _ := os.ReadFile(marks)
+	if got := strings.Fields(string(b)); len(got) != 2 || got[0] != strconv.FormatUint(next, 10) {
+		t.Fatalf("hook saw generations %q, want %d then %d", got, next, next+1)
+	}
+	if !strings.Contains(out.String(), "not acknowledging") {
+		t.Fatalf("failed hook not reported: %s", out)
+	}
+}
+
+func TestIntegrationWatchTimeout(t *testing.T) {
+	dir := stateDir(t)
+	startProvider(t, dir)
+	if _, _, code := ctl(t, dir, "watch", "--timeout", "100ms"); code != 3 {
+		t.Fatalf("watch --timeout with no bump exited %d, want 3", code)
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	dir := stateDir(t)
+	for _, args := range [][]string{
+		{},
+		{"frobnicate"},
+		{"bump", "--min", "minus-one"},
+		{"status", "extra"},
+		{"watch", "--count", "-1"},
+	} {
+		_, errs, code := ctl(t, dir, args...)
+		if code != 2 {
+			t.Errorf("snapsafectl %v exited %d, want 2 (%s)", args, code, errs)
+		}
+		if errs == "" {
+			t.Errorf("snapsafectl %v printed no error", args)
+		}
+	}
+	// No provider: exit 6, for every command.
+	for _, cmd := range []string{"status", "bump", "wait", "watch"} {
+		if _, _, code := ctl(t, dir, cmd); code != 6 {
+			t.Errorf("snapsafectl %s with no provider exited %d, want 6", cmd, code)
+		}
+	}
+}
