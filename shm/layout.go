@@ -141,4 +141,6 @@ var (
 	// ErrBusy is returned when the seqlock stayed odd for too long: the
 	// provider died in the middle of a bump, or is stuck.
 	ErrBusy = errors.New("generation page update in progress for too long")
+	// ErrMoved is returned by Page.AwaitWipe when the generation changed.
+	ErrMoved = errors.New("the generation moved")
 )

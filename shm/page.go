@@ -123,6 +123,37 @@ func (p *Page) Wiped() uint64 {
 	return atomic.LoadUint64(p.v.u64(OffWiped))
 }
 
+// AwaitWipe waits until the provider has marked the wipe for generation gen
+// complete, which a client must see before it stores new secrets in a wipe
+// region (docs/ABI.md, section 4). It returns ErrMoved when the generation
+// is no longer gen (start over with the new one), and an error wrapping
+// ErrBusy when the wipe does not complete in time (the provider died
+// mid-bump: stop using the region and fall back to the kernel).
+func (p *Page) AwaitWipe(gen uint64) error {
+	var deadline time.Time
+	for i := 0; ; i++ {
+		if p.Generation() != gen {
+			return ErrMoved
+		}
+		if p.Wiped() == gen {
+			// Re-check: a bump may have begun after the wipe mark was read.
+			if p.Generation() != gen {
+				return ErrMoved
+			}
+			return nil
+		}
+		switch {
+		case i < spinTries:
+			continue
+		case deadline.IsZero():
+			deadline = time.Now().Add(maxWait)
+		case time.Now().After(deadline):
+			return fmt.Errorf("%w: the wipe for generation %d did not complete", ErrBusy, gen)
+		}
+		runtime.Gosched()
+	}
+}
+
 // Snapshot returns a consistent copy of every field, read under the seqlock.
 // It returns an error wrapping ErrBusy, rather than hanging, if a write
 // section stays open (the provider died in the middle of a bump).

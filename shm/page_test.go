@@ -155,3 +155,26 @@ func TestStrings(t *testing.T) {
 		t.Error("names changed")
 	}
 }
+
+func TestAwaitWipe(t *testing.T) {
+	v := newView()
+	v.publish(Update{Generation: 4}, nil)
+	p := &Page{v: v}
+	if err := p.AwaitWipe(4); err != nil {
+		t.Fatalf("completed wipe: %v", err)
+	}
+	if err := p.AwaitWipe(3); !errors.Is(err, ErrMoved) {
+		t.Fatalf("old generation: %v, want ErrMoved", err)
+	}
+	// A provider that died between publishing generation 5 and the wipe mark.
+	v.publish(Update{Generation: 5}, func() {
+		start := time.Now()
+		err := p.AwaitWipe(5)
+		if !errors.Is(err, ErrBusy) {
+			t.Errorf("abandoned wipe: %v, want ErrBusy", err)
+		}
+		if d := time.Since(start); d > time.Second {
+			t.Errorf("AwaitWipe took %v to give up", d)
+		}
+	})
+}

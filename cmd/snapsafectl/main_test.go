@@ -285,6 +285,44 @@ func TestIntegrationCLIContract(t *testing.T) {
 	}
 }
 
+// TestIntegrationBumpPrivilege: besides root, CAP_CHECKPOINT_RESTORE and
+// membership of --bump-group allow a forced bump.
+func TestIntegrationBumpPrivilege(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run snapsafectl as other users: run the tests as root")
+	}
+	dir := stateDir(t)
+	startProvider(t, dir, "--bump-group", "nogroup") // gid 65534 on Debian
+	const capCheckpointRestore = 40
+	for _, tc := range []struct {
+		name string
+		proc *syscall.SysProcAttr
+		want int
+	}{
+		{"plain user", &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 1}}, 5},
+		{"supplementary bump group", &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 1, Groups: []uint32{65534}}}, 0},
+		{"primary bump group", &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}, 0},
+		{"CAP_CHECKPOINT_RESTORE", &syscall.SysProcAttr{
+			Credential:  &syscall.Credential{Uid: 65534, Gid: 1},
+			AmbientCaps: []uintptr{capCheckpointRestore},
+		}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := status(t, dir).Generation
+			cmd := exec.Command(filepath.Join(bin, "snapsafectl"), "--dir", dir, "bump")
+			cmd.SysProcAttr = tc.proc
+			out, _ := cmd.CombinedOutput()
+			if code := cmd.ProcessState.ExitCode(); code != tc.want {
+				t.Fatalf("bump exited %d, want %d: %s", code, tc.want, out)
+			}
+			after := status(t, dir).Generation
+			if moved := after != before; moved != (tc.want == 0) {
+				t.Fatalf("generation %d -> %d with exit %d", before, after, tc.want)
+			}
+		})
+	}
+}
+
 func TestIntegrationWatchExec(t *testing.T) {
 	dir := stateDir(t)
 	startProvider(t, dir)
