@@ -62,10 +62,32 @@ const (
 	maxWait   = 50 * time.Millisecond
 )
 
+// backoff paces a reader that waits for a write section to close: it spins
+// briefly, then yields, and gives up after maxWait.
+type backoff struct {
+	tries    int
+	deadline time.Time
+}
+
+// wait returns false once the reader should give up.
+func (b *backoff) wait() bool {
+	b.tries++
+	switch {
+	case b.tries < spinTries:
+		return true
+	case b.deadline.IsZero():
+		b.deadline = time.Now().Add(maxWait)
+	case time.Now().After(b.deadline):
+		return false
+	}
+	runtime.Gosched()
+	return true
+}
+
 // snapshot reads the page under the seqlock.
 func (v view) snapshot() (Snapshot, error) {
-	var deadline time.Time
-	for i := 0; ; i++ {
+	var b backoff
+	for {
 		s1 := atomic.LoadUint64(v.u64(OffSeq))
 		if s1&1 == 0 {
 			s := v.fields()
@@ -73,16 +95,9 @@ func (v view) snapshot() (Snapshot, error) {
 				return s, nil
 			}
 		}
-		// A write is in progress: spin briefly, then yield, then give up.
-		switch {
-		case i < spinTries:
-			continue
-		case deadline.IsZero():
-			deadline = time.Now().Add(maxWait)
-		case time.Now().After(deadline):
+		if !b.wait() {
 			return Snapshot{}, fmt.Errorf("%w (sequence %d): is the provider alive?", ErrBusy, s1)
 		}
-		runtime.Gosched()
 	}
 }
 
@@ -130,8 +145,8 @@ func (p *Page) Wiped() uint64 {
 // ErrBusy when the wipe does not complete in time (the provider died
 // mid-bump: stop using the region and fall back to the kernel).
 func (p *Page) AwaitWipe(gen uint64) error {
-	var deadline time.Time
-	for i := 0; ; i++ {
+	var b backoff
+	for {
 		if p.Generation() != gen {
 			return ErrMoved
 		}
@@ -142,15 +157,9 @@ func (p *Page) AwaitWipe(gen uint64) error {
 			}
 			return nil
 		}
-		switch {
-		case i < spinTries:
-			continue
-		case deadline.IsZero():
-			deadline = time.Now().Add(maxWait)
-		case time.Now().After(deadline):
+		if !b.wait() {
 			return fmt.Errorf("%w: the wipe for generation %d did not complete", ErrBusy, gen)
 		}
-		runtime.Gosched()
 	}
 }
 

@@ -12,9 +12,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"os/signal"
+	"slices"
 	"strconv"
 	"syscall"
 	"time"
@@ -123,6 +125,19 @@ func (c cli) fail(err error) int {
 	return exitError
 }
 
+// attached attaches to the provider and runs fn with a context that ends on
+// SIGINT, SIGTERM or, when timeout > 0, after timeout.
+func (c cli) attached(timeout time.Duration, fn func(context.Context, *runtime.Client) int) int {
+	cl, err := runtime.Attach(c.dir)
+	if err != nil {
+		return c.fail(err)
+	}
+	defer cl.Close()
+	ctx, cancel := signalContext(timeout)
+	defer cancel()
+	return fn(ctx, cl)
+}
+
 // signalContext is cancelled by SIGINT or SIGTERM and, when timeout > 0,
 // times out after it.
 func signalContext(timeout time.Duration) (context.Context, context.CancelFunc) {
@@ -141,13 +156,10 @@ func (c cli) status(args []string) int {
 	}); !ok {
 		return code
 	}
-	cl, err := runtime.Attach(c.dir)
-	if err != nil {
-		return c.fail(err)
-	}
-	defer cl.Close()
-	ctx, cancel := signalContext(5 * time.Second)
-	defer cancel()
+	return c.attached(5*time.Second, func(ctx context.Context, cl *runtime.Client) int { return c.printStatus(ctx, cl, asJSON) })
+}
+
+func (c cli) printStatus(ctx context.Context, cl *runtime.Client, asJSON bool) int {
 	s, err := cl.Status(ctx)
 	if err != nil {
 		return c.fail(err)
@@ -165,8 +177,8 @@ func (c cli) status(args []string) int {
 	fmt.Fprintf(c.stdout, "watchers    %d (%d outdated, %d orchestrator waits)\n", s.Watchers, s.Outdated, s.Waiting)
 	fmt.Fprintf(c.stdout, "clients     %d (%d wipe regions, %d bytes)\n", s.Clients, s.Regions, s.RegionBytes)
 	fmt.Fprintf(c.stdout, "backend     %s\n", s.Backend)
-	for k, v := range s.Source {
-		fmt.Fprintf(c.stdout, "  %-18s %v\n", k, v)
+	for _, k := range slices.Sorted(maps.Keys(s.Source)) {
+		fmt.Fprintf(c.stdout, "  %-18s %v\n", k, s.Source[k])
 	}
 	fmt.Fprintf(c.stdout, "provider    pid %d, %s, %d bumps since %s\n", s.ProviderPID, s.State, s.Bumps, s.Started.Format(time.RFC3339))
 	fmt.Fprintf(c.stdout, "directory   %s\n", s.Dir)
@@ -180,19 +192,14 @@ func (c cli) bump(args []string) int {
 	}); !ok {
 		return code
 	}
-	cl, err := runtime.Attach(c.dir)
-	if err != nil {
-		return c.fail(err)
-	}
-	defer cl.Close()
-	ctx, cancel := signalContext(5 * time.Second)
-	defer cancel()
-	gen, err := cl.Bump(ctx, min)
-	if err != nil {
-		return c.fail(err)
-	}
-	fmt.Fprintln(c.stdout, gen)
-	return exitOK
+	return c.attached(5*time.Second, func(ctx context.Context, cl *runtime.Client) int {
+		gen, err := cl.Bump(ctx, min)
+		if err != nil {
+			return c.fail(err)
+		}
+		fmt.Fprintln(c.stdout, gen)
+		return exitOK
+	})
 }
 
 func (c cli) wait(args []string) int {
@@ -202,22 +209,16 @@ func (c cli) wait(args []string) int {
 	}); !ok {
 		return code
 	}
-	cl, err := runtime.Attach(c.dir)
-	if err != nil {
-		return c.fail(err)
-	}
-	defer cl.Close()
-	ctx, cancel := signalContext(timeout)
-	defer cancel()
-	if err := cl.Wait(ctx); err != nil {
-		if errors.Is(err, context.DeadlineExceeded) {
-			err = fmt.Errorf("timed out after %v: some watchers have not acknowledged the current generation (see snapsafectl status)", timeout)
-			fmt.Fprintf(c.stderr, "snapsafectl wait: %v\n", err)
-			return exitTimeout
+	return c.attached(timeout, func(ctx context.Context, cl *runtime.Client) int {
+		if err := cl.Wait(ctx); err != nil {
+			if errors.Is(err, context.DeadlineExceeded) {
+				fmt.Fprintf(c.stderr, "snapsafectl wait: timed out after %v: some watchers have not acknowledged the current generation (see snapsafectl status)\n", timeout)
+				return exitTimeout
+			}
+			return c.fail(err)
 		}
-		return c.fail(err)
-	}
-	return exitOK
+		return exitOK
+	})
 }
 
 func (c cli) watch(args []string) int {
@@ -239,13 +240,12 @@ func (c cli) watch(args []string) int {
 		fmt.Fprintf(c.stderr, "snapsafectl watch: --count %d: must be 0 or more\n", count)
 		return exitUsage
 	}
-	cl, err := runtime.Attach(c.dir)
-	if err != nil {
-		return c.fail(err)
-	}
-	defer cl.Close()
-	ctx, cancel := signalContext(timeout)
-	defer cancel()
+	return c.attached(timeout, func(ctx context.Context, cl *runtime.Client) int {
+		return c.watchLoop(ctx, cl, ack, command, count, timeout)
+	})
+}
+
+func (c cli) watchLoop(ctx context.Context, cl *runtime.Client, ack bool, command string, count int, timeout time.Duration) int {
 	w, err := cl.Watch(ctx)
 	if err != nil {
 		return c.fail(err)
