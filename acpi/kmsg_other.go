@@ -1,0 +1,7 @@
+//go:build !linux
+
+package acpi
+
+func openKmsg() (conn, error) { return nil, ErrNotSupported }
+
+func countKmsgHistory(string) (int, error) { return 0, ErrNotSupported }
