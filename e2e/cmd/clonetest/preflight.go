@@ -1,0 +1,150 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+const installHint = "run e2e/install-deps.sh"
+
+// tools are the host programs the driver needs, checked before anything
+// starts so that a missing one is reported as such, never as a failed or
+// skipped test.
+type tools struct {
+	qemu, busybox, goTool string
+}
+
+func findTools(qemu string) (tools, error) {
+	var t tools
+	var missing []string
+	for _, x := range []struct {
+		dst        *string
+		name, hint string
+	}{
+		{&t.qemu, qemu, installHint + " (apt-get install qemu-system-x86)"},
+		{&t.busybox, "busybox", installHint + " (apt-get install busybox-static)"},
+		{&t.goTool, "go", "the Go toolchain builds the guest programs"},
+	} {
+		p, err := exec.LookPath(x.name)
+		if err != nil {
+			missing = append(missing, fmt.Sprintf("%s: %s", x.name, x.hint))
+			continue
+		}
+		*x.dst = p
+	}
+	if len(missing) > 0 {
+		return t, fmt.Errorf("not found in PATH: %s", strings.Join(missing, "; "))
+	}
+	return t, nil
+}
+
+// findKernel returns the kernel to boot: path when given, else the newest
+// /boot/vmlinuz-*. It checks that the kernel is readable (Debian installs
+// them mode 0600) and, from the config file beside it, that the vmgenid
+// driver is built in.
+func findKernel(path string) (string, error) {
+	if path == "" {
+		found, err := filepath.Glob("/boot/vmlinuz-*")
+		if err != nil {
+			return "", err
+		}
+		if len(found) == 0 {
+			return "", fmt.Errorf("no guest kernel in /boot: %s (apt-get install linux-image-amd64) or pass -kernel", installHint)
+		}
+		path = newestKernel(found)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		if errors.Is(err, fs.ErrPermission) {
+			return "", fmt.Errorf("guest kernel %s is not readable (Debian installs kernels mode 0600): run as root or pass a readable copy with -kernel", path)
+		}
+		return "", fmt.Errorf("guest kernel: %w", err)
+	}
+	f.Close()
+	cfg := filepath.Join(filepath.Dir(path), "config-"+kernelVersion(path))
+	data, err := os.ReadFile(cfg)
+	if errors.Is(err, fs.ErrNotExist) {
+		// A hand-built kernel may come without one; the fork-record check
+		// still fails the run if the driver is missing.
+		fmt.Fprintf(os.Stderr, "clonetest: warning: no %s: cannot tell whether the kernel has the vmgenid driver\n", cfg)
+		return path, nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("reading kernel config: %w", err)
+	}
+	if err := checkVMGenID(string(data)); err != nil {
+		return "", fmt.Errorf("guest kernel %s: %w", path, err)
+	}
+	return path, nil
+}
+
+// checkVMGenID checks a kernel config for a built-in vmgenid driver. The
+// initramfs carries no modules: Debian's 6.1 and 6.12 kernels build the
+// driver in.
+func checkVMGenID(config string) error {
+	sc := bufio.NewScanner(strings.NewReader(config))
+	for sc.Scan() {
+		switch sc.Text() {
+		case "CONFIG_VMGENID=y":
+			return nil
+		case "CONFIG_VMGENID=m":
+			return errors.New("the vmgenid driver is a module (CONFIG_VMGENID=m); the test guest loads no modules: use a kernel with CONFIG_VMGENID=y, such as Debian's linux-image-amd64")
+		}
+	}
+	return errors.New("no vmgenid driver (CONFIG_VMGENID unset): use a kernel with CONFIG_VMGENID=y, such as Debian's linux-image-amd64")
+}
+
+// kernelVersion returns the version part of a vmlinuz-VERSION file name.
+func kernelVersion(path string) string {
+	return strings.TrimPrefix(filepath.Base(path), "vmlinuz-")
+}
+
+// newestKernel picks the kernel with the highest version, comparing runs of
+// digits as numbers so that 6.12 is newer than 6.9.
+func newestKernel(paths []string) string {
+	best := paths[0]
+	for _, p := range paths[1:] {
+		if compareVersions(kernelVersion(p), kernelVersion(best)) > 0 {
+			best = p
+		}
+	}
+	return best
+}
+
+// compareVersions compares a and b chunk by chunk, a chunk being a run of
+// digits or of other characters; digit runs compare as numbers.
+func compareVersions(a, b string) int {
+	for a != "" && b != "" {
+		ca, ra := chunk(a)
+		cb, rb := chunk(b)
+		na, errA := strconv.ParseUint(ca, 10, 64)
+		nb, errB := strconv.ParseUint(cb, 10, 64)
+		switch {
+		case errA == nil && errB == nil && na != nb:
+			if na < nb {
+				return -1
+			}
+			return 1
+		case (errA != nil || errB != nil) && ca != cb:
+			return strings.Compare(ca, cb)
+		}
+		a, b = ra, rb
+	}
+	return strings.Compare(a, b)
+}
+
+func chunk(s string) (string, string) {
+	digit := s[0] >= '0' && s[0] <= '9'
+	i := 1
+	for i < len(s) && (s[i] >= '0' && s[i] <= '9') == digit {
+		i++
+	}
+	return s[:i], s[i:]
+}
