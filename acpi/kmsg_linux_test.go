@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/snapsafe/snapsafe/internal/testdevice"
 	"golang.org/x/sys/unix"
 )
 
@@ -31,6 +32,8 @@ func requireVMGenID(t *testing.T) {
 	if _, err := os.Stat(vmgenidUevent); err != nil {
 		t.Skipf("needs a VMGENID device bound as a platform device (Firecracker guest, Linux 6.10+): %v", err)
 	}
+	// Tests in other packages drive the same device: take it.
+	testdevice.Lock(t)
 }
 
 // writeFile writes s to a kernel file in one write(2), and returns the write

@@ -10,6 +10,7 @@ package backend
 import (
 	"context"
 	"errors"
+	"os"
 	"time"
 )
 
@@ -55,4 +56,21 @@ type Source interface {
 	Run(ctx context.Context, emit func(Event)) error
 	// Info describes the source for status output.
 	Info() map[string]any
+	// Close releases the source's descriptors. It is idempotent.
+	Close() error
+}
+
+// DeviceFile returns the open device of a source whose device clients may
+// map themselves (the VMClock page), or nil.
+func DeviceFile(s Source) *os.File {
+	for {
+		switch x := s.(type) {
+		case *VMClockSource:
+			return x.Clock().File()
+		case interface{ Unwrap() Source }:
+			s = x.Unwrap()
+		default:
+			return nil
+		}
+	}
 }

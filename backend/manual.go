@@ -15,6 +15,8 @@ func (manual) Run(ctx context.Context, _ func(Event)) error {
 	return nil
 }
 
+func (manual) Close() error { return nil }
+
 func (manual) Info() map[string]any {
 	return map[string]any{"source": "manual", "why": "bumps come only from snapsafectl bump"}
 }

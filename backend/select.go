@@ -1,8 +1,11 @@
 package backend
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
+
+	"github.com/snapsafe/snapsafe/acpi"
 )
 
 // Options configures the sources Select can build.
@@ -10,15 +13,87 @@ type Options struct {
 	// AcceptSynthetic makes the ACPI source also accept root-written
 	// synthetic uevents on the VMGENID device.
 	AcceptSynthetic bool
-	Logger          *slog.Logger
+	// KmsgMatch replaces the ACPI source's kernel-log match text (tests).
+	KmsgMatch string
+	// VMClockPath is the VMClock device; DefaultVMClockPath when empty.
+	VMClockPath string
+	Logger      *slog.Logger
 }
 
-// Select builds the source named by name: "manual", or "auto" for the best
-// source this machine offers.
+// Select builds the source named by name: "manual", "acpi", "vmclock", or
+// "auto" for the best this machine offers — VMClock with a generation
+// counter if usable, else ACPI VMGENID if a device with a bound driver is
+// present and the kernel's signal can be read, else manual. An explicitly
+// named source that cannot run fails with an error saying why.
 func Select(name string, opts Options) (Source, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.VMClockPath == "" {
+		opts.VMClockPath = DefaultVMClockPath
+	}
 	switch name {
-	case "manual", "auto":
+	case "manual":
 		return Manual(), nil
+	case "acpi":
+		return newACPI(opts)
+	case "vmclock":
+		return NewVMClockSource(opts.VMClockPath, VMClockOptions{})
+	case "auto":
+		return auto(opts), nil
 	}
 	return nil, fmt.Errorf("unknown backend %q: use auto, acpi, vmclock or manual", name)
 }
+
+func newACPI(opts Options) (*ACPISource, error) {
+	return NewACPISource(ACPIOptions{AcceptSynthetic: opts.AcceptSynthetic, KmsgMatch: opts.KmsgMatch, Logger: opts.Logger})
+}
+
+// auto picks the best source and records why in its Info.
+func auto(opts Options) Source {
+	vm, err := NewVMClockSource(opts.VMClockPath, VMClockOptions{})
+	if err == nil {
+		return withReason(vm, "auto: VMClock with a generation counter (it changes before the guest resumes)")
+	}
+	vmWhy := err.Error()
+	if errors.Is(err, ErrNoDevice) {
+		vmWhy = "no " + opts.VMClockPath
+	}
+	a, err := newACPI(opts)
+	if err == nil {
+		if a.kmsg != nil || hasSignal(a.info, acpi.SignalUevent) || opts.AcceptSynthetic {
+			return withReason(a, "auto: no usable VMClock ("+vmWhy+"); VMGENID device with a bound driver")
+		}
+		a.Close()
+		err = errors.New("the kernel log is not readable (run as root or with CAP_SYSLOG) and this kernel sends no VMGENID uevent")
+	}
+	why := "auto: no usable VMClock (" + vmWhy + "); no usable VMGENID (" + err.Error() + "): bumps come only from snapsafectl bump"
+	opts.Logger.Warn("no restore-event source on this machine: using the manual backend", "why", why)
+	return withReason(Manual(), why)
+}
+
+func hasSignal(info acpi.Info, s string) bool {
+	for _, x := range info.Signals {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// reasoned adds the auto-selection's reason to a source's Info.
+type reasoned struct {
+	Source
+	why string
+}
+
+func withReason(s Source, why string) Source { return reasoned{s, why} }
+
+func (r reasoned) Info() map[string]any {
+	info := r.Source.Info()
+	info["why"] = r.why
+	return info
+}
+
+// Unwrap returns the selected source.
+func (r reasoned) Unwrap() Source { return r.Source }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	abi "github.com/snapsafe/snapsafe/internal/vmclockabi"
 	"os"
 	"runtime"
 	"sync/atomic"
@@ -26,41 +27,11 @@ const DefaultVMClockPath = "/dev/vmclock0"
 // on their hot path are not exposed to that latency at all.
 const DefaultVMClockInterval = 10 * time.Millisecond
 
-// The VMClock shared page, as laid out by the hypervisor (see the Linux UAPI
-// header include/uapi/linux/vmclock-abi.h). Everything is little-endian.
-// Only the fields below are read; the clock fields between flags and the
-// counter (status, leap seconds, counter period, time) are not.
-const (
-	vmclockOffMagic   = 0x00 // uint32: vmclockMagic
-	vmclockOffSize    = 0x04 // uint32: bytes of the region the page describes
-	vmclockOffVersion = 0x08 // uint16 version, then uint8 counter_id and uint8 time_type
-	vmclockOffSeq     = 0x0c // uint32 seq_count: odd while the hypervisor updates the page
-	vmclockOffFlags   = 0x18 // uint64 flags (after the uint64 disruption_marker at 0x10)
-	vmclockOffCounter = 0x68 // uint64 vm_generation_counter, last field of version 1
-
-	// vmclockMinSize is how much of the page snapsafe reads: everything up
-	// to the end of vm_generation_counter.
-	vmclockMinSize = vmclockOffCounter + 8
-
-	// vmclockMagic is "VCLK" read as a little-endian uint32.
-	vmclockMagic = 0x4b4c4356
-	// vmclockVersion is the only layout version this code knows.
-	vmclockVersion = 1
-
-	// vmclockFlagCounter says the hypervisor maintains
-	// vm_generation_counter: it moves it on every restore of the VM from a
-	// snapshot, before the guest's vCPUs run again.
-	vmclockFlagCounter = 1 << 8
-	// vmclockFlagNotify says the hypervisor raises a notification each time
-	// seq_count becomes a new even value; the driver turns it into
-	// poll(2) readiness on the device (Linux 7.0 and later).
-	vmclockFlagNotify = 1 << 9
-
-	// vmclockSeqWait bounds how long a read waits for the hypervisor to
-	// finish an update: the same bound the kernel driver uses, so a page
-	// stuck mid-update is an error rather than a hang.
-	vmclockSeqWait = 100 * time.Millisecond
-)
+// vmclockSeqWait bounds how long a read waits for the hypervisor to finish
+// an update: the same bound the kernel driver uses, so a page stuck
+// mid-update is an error rather than a hang. The layout itself is in
+// internal/vmclockabi.
+const vmclockSeqWait = 100 * time.Millisecond
 
 // vmclockLayout reads the VMClock page held in a byte slice: a mapping of
 // the device, or a buffer in tests. Every load is atomic because the
@@ -91,8 +62,8 @@ type vmclockHeader struct {
 
 // checkVMClockLen rejects a region too small to hold the fields we read.
 func checkVMClockLen(n int64) error {
-	if n < vmclockMinSize {
-		return fmt.Errorf("too short: %d bytes, need at least %d (up to vm_generation_counter)", n, vmclockMinSize)
+	if n < abi.MinSize {
+		return fmt.Errorf("too short: %d bytes, need at least %d (up to vm_generation_counter)", n, abi.MinSize)
 	}
 	return nil
 }
@@ -102,18 +73,18 @@ func (l vmclockLayout) header() (vmclockHeader, error) {
 	if err := checkVMClockLen(int64(len(l))); err != nil {
 		return vmclockHeader{}, err
 	}
-	if m := l.load32(vmclockOffMagic); m != vmclockMagic {
-		return vmclockHeader{}, fmt.Errorf("bad magic %#08x, want %#08x (\"VCLK\"): not a VMClock page", m, vmclockMagic)
+	if m := l.load32(abi.OffMagic); m != abi.Magic {
+		return vmclockHeader{}, fmt.Errorf("bad magic %#08x, want %#08x (\"VCLK\"): not a VMClock page", m, abi.Magic)
 	}
 	h := vmclockHeader{
-		size:    l.load32(vmclockOffSize),
-		version: uint16(l.load32(vmclockOffVersion)),
+		size:    l.load32(abi.OffSize),
+		version: uint16(l.load32(abi.OffVersion)),
 	}
-	if h.version != vmclockVersion {
-		return vmclockHeader{}, fmt.Errorf("unsupported VMClock version %d (snapsafe reads version %d): update snapsafe", h.version, vmclockVersion)
+	if h.version != abi.Version {
+		return vmclockHeader{}, fmt.Errorf("unsupported VMClock version %d (snapsafe reads version %d): update snapsafe", h.version, abi.Version)
 	}
-	if h.size < vmclockMinSize {
-		return vmclockHeader{}, fmt.Errorf("VMClock page declares %d bytes, fewer than the %d that hold vm_generation_counter: the hypervisor offers no generation counter", h.size, vmclockMinSize)
+	if h.size < abi.MinSize {
+		return vmclockHeader{}, fmt.Errorf("VMClock page declares %d bytes, fewer than the %d that hold vm_generation_counter: the hypervisor offers no generation counter", h.size, abi.MinSize)
 	}
 	return h, nil
 }
@@ -130,16 +101,16 @@ type vmclockSnapshot struct {
 // (seq_count changed). Go's atomic loads are sequentially consistent, which
 // gives the load ordering a seqlock reader needs.
 func (l vmclockLayout) tryRead() (vmclockSnapshot, bool) {
-	seq := l.load32(vmclockOffSeq)
+	seq := l.load32(abi.OffSeq)
 	if seq&1 != 0 {
 		return vmclockSnapshot{}, false
 	}
 	s := vmclockSnapshot{
-		magic:   l.load32(vmclockOffMagic),
-		flags:   l.load64(vmclockOffFlags),
-		counter: l.load64(vmclockOffCounter),
+		magic:   l.load32(abi.OffMagic),
+		flags:   l.load64(abi.OffFlags),
+		counter: l.load64(abi.OffCounter),
 	}
-	return s, l.load32(vmclockOffSeq) == seq
+	return s, l.load32(abi.OffSeq) == seq
 }
 
 // read returns a consistent snapshot, retrying for at most vmclockSeqWait.
@@ -148,7 +119,7 @@ func (l vmclockLayout) read() (vmclockSnapshot, error) {
 	var deadline time.Time
 	for {
 		if s, ok := l.tryRead(); ok {
-			if s.magic != vmclockMagic {
+			if s.magic != abi.Magic {
 				return s, fmt.Errorf("magic changed to %#08x: the VMClock page was reset or replaced", s.magic)
 			}
 			return s, nil
@@ -187,17 +158,29 @@ func (c *VMClock) Counter() (gen uint64, ok bool, err error) {
 	if err != nil {
 		return 0, false, fmt.Errorf("reading VMClock %s: %w", c.path, err)
 	}
-	if s.flags&vmclockFlagCounter == 0 {
+	if s.flags&abi.FlagCounter == 0 {
 		return 0, false, nil
 	}
 	return s.counter, true, nil
+}
+
+// CounterWord returns the address of vm_generation_counter in the mapping,
+// for a hot path that only needs to notice a change: one aligned 64-bit
+// atomic load sees the old or the new value, never a mix, so it needs no
+// seqlock for that. It is nil when the counter is absent (flag bit 8 clear
+// at open) or the VMClock is closed, and valid until Close.
+func (c *VMClock) CounterWord() *uint64 {
+	if c.layout == nil || c.flags&abi.FlagCounter == 0 {
+		return nil
+	}
+	return (*uint64)(unsafe.Pointer(&c.layout[abi.OffCounter]))
 }
 
 // Notifies reports whether the hypervisor notifies the guest of every page
 // update (flag bit 9), so that poll(2) on the device wakes on a restore
 // (Linux 7.0 and later). The flag is read when the device is opened, as the
 // driver does when it sets up the notification.
-func (c *VMClock) Notifies() bool { return c.flags&vmclockFlagNotify != 0 }
+func (c *VMClock) Notifies() bool { return c.flags&abi.FlagNotify != 0 }
 
 // File returns the open read-only device so that the provider can hand it to
 // clients over a Unix socket with SCM_RIGHTS. The VMClock keeps ownership: do
@@ -311,10 +294,10 @@ func (s *VMClockSource) Info() map[string]any {
 	info := map[string]any{
 		"source":          "vmclock",
 		"path":            s.clock.path,
-		"magic":           fmt.Sprintf("%#08x", uint32(vmclockMagic)),
+		"magic":           fmt.Sprintf("%#08x", uint32(abi.Magic)),
 		"version":         s.clock.hdr.version,
 		"size":            s.clock.hdr.size,
-		"counter_present": s.clock.flags&vmclockFlagCounter != 0,
+		"counter_present": s.clock.flags&abi.FlagCounter != 0,
 		"notifications":   s.clock.Notifies(),
 	}
 	if s.notify != nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	abi "github.com/snapsafe/snapsafe/internal/vmclockabi"
 	"io/fs"
 	"os"
 
@@ -34,6 +35,10 @@ func OpenVMClock(path string) (*VMClock, error) {
 	}
 	return c, nil
 }
+
+// MapVMClockFile maps a VMClock device received from a provider (or opened
+// by the caller) read-only, and takes ownership of f.
+func MapVMClockFile(f *os.File) (*VMClock, error) { return mapVMClock(f.Name(), f) }
 
 func mapVMClock(path string, f *os.File) (*VMClock, error) {
 	st, err := f.Stat()
@@ -110,7 +115,7 @@ func newVMClockNotifier(path string) (*vmclockNotifier, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening VMClock for notifications: %w", err)
 	}
-	buf := make([]byte, vmclockMinSize)
+	buf := make([]byte, abi.MinSize)
 	return &vmclockNotifier{f: f, ack: func() error {
 		if _, err := f.ReadAt(buf, 0); err != nil {
 			return fmt.Errorf("acknowledging VMClock notification: %w", err)

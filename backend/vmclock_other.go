@@ -5,6 +5,7 @@ package backend
 import (
 	"context"
 	"fmt"
+	"os"
 )
 
 // OpenVMClock needs the Linux ptp_vmclock driver; elsewhere it returns an
@@ -15,6 +16,11 @@ func OpenVMClock(path string) (*VMClock, error) {
 
 // Close does nothing: OpenVMClock never returns a VMClock here.
 func (c *VMClock) Close() error { return nil }
+
+// MapVMClockFile is not supported on this system.
+func MapVMClockFile(f *os.File) (*VMClock, error) {
+	return nil, fmt.Errorf("mapping VMClock: %w", ErrNotSupported)
+}
 
 func newVMClockNotifier(path string) (*vmclockNotifier, error) {
 	return nil, fmt.Errorf("VMClock notifications: %w", ErrNotSupported)

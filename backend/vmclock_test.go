@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	abi "github.com/snapsafe/snapsafe/internal/vmclockabi"
 	"os"
 	"path/filepath"
 	"strings"
@@ -32,16 +33,7 @@ const (
 )
 
 // testPage returns a version 1 VMClock page as a hypervisor initialises it.
-func testPage(flags, counter uint64) []byte {
-	b := make([]byte, testPageSize)
-	binary.LittleEndian.PutUint32(b[vmclockOffMagic:], vmclockMagic)
-	binary.LittleEndian.PutUint32(b[vmclockOffSize:], testPageSize)
-	binary.LittleEndian.PutUint16(b[vmclockOffVersion:], vmclockVersion)
-	b[vmclockOffVersion+2] = 0xff // counter_id: no clock counter offered
-	binary.LittleEndian.PutUint64(b[vmclockOffFlags:], flags)
-	binary.LittleEndian.PutUint64(b[vmclockOffCounter:], counter)
-	return b
-}
+func testPage(flags, counter uint64) []byte { return abi.Page(testPageSize, flags, counter) }
 
 // writePage writes b to a fresh file and returns its path.
 func writePage(t *testing.T, b []byte) string {
@@ -99,14 +91,14 @@ func newHypervisor(t *testing.T, path string) *hypervisor {
 
 // update runs write inside a seqlock write section.
 func (h *hypervisor) update(write func(l vmclockLayout)) {
-	seq := h.l.load32(vmclockOffSeq)
-	h.l.store32(vmclockOffSeq, seq+1)
+	seq := h.l.load32(abi.OffSeq)
+	h.l.store32(abi.OffSeq, seq+1)
 	write(h.l)
-	h.l.store32(vmclockOffSeq, seq+2)
+	h.l.store32(abi.OffSeq, seq+2)
 }
 
 func (h *hypervisor) setCounter(v uint64) {
-	h.update(func(l vmclockLayout) { l.store64(vmclockOffCounter, v) })
+	h.update(func(l vmclockLayout) { l.store64(abi.OffCounter, v) })
 }
 
 func TestVMClockHeader(t *testing.T) {
@@ -120,15 +112,15 @@ func TestVMClockHeader(t *testing.T) {
 		wantErr string
 	}{
 		{name: "page", len: testPageSize},
-		{name: "just the fields we read", edit: set32(vmclockOffSize, vmclockMinSize), len: vmclockMinSize},
-		{name: "bad magic", edit: set32(vmclockOffMagic, 0x4b4c4357), len: testPageSize, wantErr: "bad magic 0x4b4c4357"},
-		{name: "version 2", edit: func(b []byte) { binary.LittleEndian.PutUint16(b[vmclockOffVersion:], 2) }, len: testPageSize, wantErr: "unsupported VMClock version 2"},
-		{name: "declared size too small", edit: set32(vmclockOffSize, vmclockOffCounter), len: testPageSize, wantErr: "declares 104 bytes"},
-		{name: "buffer too short", len: vmclockMinSize - 1, wantErr: "too short"},
+		{name: "just the fields we read", edit: set32(abi.OffSize, abi.MinSize), len: abi.MinSize},
+		{name: "bad magic", edit: set32(abi.OffMagic, 0x4b4c4357), len: testPageSize, wantErr: "bad magic 0x4b4c4357"},
+		{name: "version 2", edit: func(b []byte) { binary.LittleEndian.PutUint16(b[abi.OffVersion:], 2) }, len: testPageSize, wantErr: "unsupported VMClock version 2"},
+		{name: "declared size too small", edit: set32(abi.OffSize, abi.OffCounter), len: testPageSize, wantErr: "declares 104 bytes"},
+		{name: "buffer too short", len: abi.MinSize - 1, wantErr: "too short"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			b := testPage(vmclockFlagCounter, 1)
+			b := testPage(abi.FlagCounter, 1)
 			if tt.edit != nil {
 				tt.edit(b)
 			}
@@ -142,7 +134,7 @@ func TestVMClockHeader(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := vmclockHeader{size: binary.LittleEndian.Uint32(b[vmclockOffSize:]), version: 1}
+			want := vmclockHeader{size: binary.LittleEndian.Uint32(b[abi.OffSize:]), version: 1}
 			if h != want {
 				t.Fatalf("header() = %+v, want %+v", h, want)
 			}
@@ -151,20 +143,20 @@ func TestVMClockHeader(t *testing.T) {
 }
 
 func TestVMClockTryRead(t *testing.T) {
-	l := aligned(testPage(vmclockFlagCounter|vmclockFlagNotify, 0x0123456789abcdef))
+	l := aligned(testPage(abi.FlagCounter|abi.FlagNotify, 0x0123456789abcdef))
 	s, ok := l.tryRead()
-	want := vmclockSnapshot{magic: vmclockMagic, flags: vmclockFlagCounter | vmclockFlagNotify, counter: 0x0123456789abcdef}
+	want := vmclockSnapshot{magic: abi.Magic, flags: abi.FlagCounter | abi.FlagNotify, counter: 0x0123456789abcdef}
 	if !ok || s != want {
 		t.Fatalf("tryRead() = %+v, %v; want %+v, true", s, ok, want)
 	}
-	l.store32(vmclockOffSeq, 7) // the hypervisor is mid-update
+	l.store32(abi.OffSeq, 7) // the hypervisor is mid-update
 	if _, ok := l.tryRead(); ok {
 		t.Fatal("tryRead() succeeded while seq_count is odd")
 	}
 }
 
 func TestOpenVMClock(t *testing.T) {
-	for _, flags := range []uint64{vmclockFlagCounter, vmclockFlagCounter | vmclockFlagNotify} {
+	for _, flags := range []uint64{abi.FlagCounter, abi.FlagCounter | abi.FlagNotify} {
 		t.Run(fmt.Sprintf("flags=%#x", flags), func(t *testing.T) {
 			path := writePage(t, testPage(flags, 42))
 			c, err := OpenVMClock(path)
@@ -175,7 +167,7 @@ func TestOpenVMClock(t *testing.T) {
 			if err != nil || !ok || gen != 42 {
 				t.Fatalf("Counter() = %d, %v, %v; want 42, true, nil", gen, ok, err)
 			}
-			if got, want := c.Notifies(), flags&vmclockFlagNotify != 0; got != want {
+			if got, want := c.Notifies(), flags&abi.FlagNotify != 0; got != want {
 				t.Errorf("Notifies() = %v, want %v", got, want)
 			}
 			if c.File() == nil || c.Path() != path {
@@ -199,11 +191,11 @@ func TestOpenVMClock(t *testing.T) {
 
 func TestOpenVMClockErrors(t *testing.T) {
 	withSize := func(size uint32) []byte {
-		b := testPage(vmclockFlagCounter, 1)
-		binary.LittleEndian.PutUint32(b[vmclockOffSize:], size)
+		b := testPage(abi.FlagCounter, 1)
+		binary.LittleEndian.PutUint32(b[abi.OffSize:], size)
 		return b
 	}
-	badMagic := testPage(vmclockFlagCounter, 1)
+	badMagic := testPage(abi.FlagCounter, 1)
 	copy(badMagic, "NOPE")
 	tests := []struct {
 		name    string
@@ -219,7 +211,7 @@ func TestOpenVMClockErrors(t *testing.T) {
 		},
 		{
 			name:    "short file",
-			path:    func(t *testing.T) string { return writePage(t, testPage(vmclockFlagCounter, 1)[:vmclockMinSize-1]) },
+			path:    func(t *testing.T) string { return writePage(t, testPage(abi.FlagCounter, 1)[:abi.MinSize-1]) },
 			wantErr: "too short: 111 bytes",
 		},
 		{
@@ -261,7 +253,7 @@ func TestOpenVMClockErrors(t *testing.T) {
 }
 
 func TestVMClockCounterAbsent(t *testing.T) {
-	path := writePage(t, testPage(vmclockFlagNotify, 9))
+	path := writePage(t, testPage(abi.FlagNotify, 9))
 	c, err := OpenVMClock(path)
 	if err != nil {
 		t.Fatal(err)
@@ -282,14 +274,14 @@ func TestVMClockCounterAbsent(t *testing.T) {
 }
 
 func TestVMClockStuckUpdate(t *testing.T) {
-	path := writePage(t, testPage(vmclockFlagCounter, 1))
+	path := writePage(t, testPage(abi.FlagCounter, 1))
 	c, err := OpenVMClock(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
 	hv := newHypervisor(t, path)
-	hv.l.store32(vmclockOffSeq, 1) // starts an update and never finishes it
+	hv.l.store32(abi.OffSeq, 1) // starts an update and never finishes it
 
 	start := time.Now()
 	_, _, err = c.Counter()
@@ -305,7 +297,7 @@ func TestVMClockStuckUpdate(t *testing.T) {
 // speed, one 32-bit half at a time, against readers that must only ever see
 // values whose halves match, in increasing order.
 func TestVMClockTornReads(t *testing.T) {
-	path := writePage(t, testPage(vmclockFlagCounter, 0))
+	path := writePage(t, testPage(abi.FlagCounter, 0))
 	hv := newHypervisor(t, path)
 	const (
 		readers = 2
@@ -324,15 +316,15 @@ func TestVMClockTornReads(t *testing.T) {
 		defer writer.Done()
 		for i := uint32(1); !stop.Load(); i++ {
 			hv.update(func(l vmclockLayout) {
-				l.store32(vmclockOffCounter, i)
-				l.store32(vmclockOffCounter+4, i)
+				l.store32(abi.OffCounter, i)
+				l.store32(abi.OffCounter+4, i)
 			})
 			// Back-to-back updates would starve the readers (most visibly
 			// under the race detector, which serialises atomic accesses to
 			// one address): leave a gap of some reads' length, without
 			// yielding the CPU.
 			for range 256 {
-				hv.l.load32(vmclockOffSeq)
+				hv.l.load32(abi.OffSeq)
 			}
 		}
 	}()
@@ -382,7 +374,7 @@ func TestVMClockTornReads(t *testing.T) {
 
 // runSource runs s in the background. Its events arrive on the returned
 // channel; stop cancels Run and returns its result.
-func runSource(t *testing.T, s *VMClockSource) (events chan Event, done chan error, stop func() error) {
+func runSource(t *testing.T, s Source) (events chan Event, done chan error, stop func() error) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	events = make(chan Event, 100)
@@ -428,7 +420,7 @@ func checkEvent(t *testing.T, e Event, from, to uint64) {
 }
 
 func TestVMClockSourcePolling(t *testing.T) {
-	path := writePage(t, testPage(vmclockFlagCounter, 5))
+	path := writePage(t, testPage(abi.FlagCounter, 5))
 	hv := newHypervisor(t, path)
 	s, err := NewVMClockSource(path, VMClockOptions{Interval: time.Millisecond})
 	if err != nil {
@@ -452,7 +444,7 @@ func TestVMClockSourcePolling(t *testing.T) {
 // TestVMClockSourceJumps checks that a change made before Run is reported,
 // that a jump by several is one event, and that a decrease is reported.
 func TestVMClockSourceJumps(t *testing.T) {
-	path := writePage(t, testPage(vmclockFlagCounter, 5))
+	path := writePage(t, testPage(abi.FlagCounter, 5))
 	hv := newHypervisor(t, path)
 	s, err := NewVMClockSource(path, VMClockOptions{Interval: time.Millisecond})
 	if err != nil {
@@ -477,12 +469,12 @@ func TestVMClockSourceRuntimeFailures(t *testing.T) {
 		change  func(l vmclockLayout)
 		wantErr string
 	}{
-		{"counter flag cleared", func(l vmclockLayout) { l.store64(vmclockOffFlags, 0) }, "stopped maintaining vm_generation_counter"},
-		{"magic changed", func(l vmclockLayout) { l.store32(vmclockOffMagic, 0) }, "magic changed to 0x000000"},
+		{"counter flag cleared", func(l vmclockLayout) { l.store64(abi.OffFlags, 0) }, "stopped maintaining vm_generation_counter"},
+		{"magic changed", func(l vmclockLayout) { l.store32(abi.OffMagic, 0) }, "magic changed to 0x000000"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			path := writePage(t, testPage(vmclockFlagCounter, 5))
+			path := writePage(t, testPage(abi.FlagCounter, 5))
 			hv := newHypervisor(t, path)
 			s, err := NewVMClockSource(path, VMClockOptions{Interval: time.Millisecond})
 			if err != nil {
@@ -502,7 +494,7 @@ func TestVMClockSourceRuntimeFailures(t *testing.T) {
 }
 
 func TestVMClockSourceInfo(t *testing.T) {
-	path := writePage(t, testPage(vmclockFlagCounter, 77))
+	path := writePage(t, testPage(abi.FlagCounter, 77))
 	s, err := NewVMClockSource(path, VMClockOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -543,7 +535,7 @@ func TestVMClockSourceInfo(t *testing.T) {
 // driver: readable until the reader acknowledges, POLLHUP when no more
 // notifications can come.
 func TestVMClockSourceNotify(t *testing.T) {
-	path := writePage(t, testPage(vmclockFlagCounter|vmclockFlagNotify, 5))
+	path := writePage(t, testPage(abi.FlagCounter|abi.FlagNotify, 5))
 	hv := newHypervisor(t, path)
 	s, err := NewVMClockSource(path, VMClockOptions{})
 	if err != nil {
@@ -616,7 +608,7 @@ func waitPipeDrained(t *testing.T, r *os.File) {
 }
 
 func TestVMClockSourceNotifyCancel(t *testing.T) {
-	path := writePage(t, testPage(vmclockFlagCounter|vmclockFlagNotify, 5))
+	path := writePage(t, testPage(abi.FlagCounter|abi.FlagNotify, 5))
 	s, err := NewVMClockSource(path, VMClockOptions{})
 	if err != nil {
 		t.Fatal(err)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/snapsafe/snapsafe/backend"
 	"github.com/snapsafe/snapsafe/shm"
 )
 
@@ -97,6 +98,27 @@ func (c *Client) Region(ctx context.Context, size int) (*shm.Region, error) {
 		return nil, err
 	}
 	return reg, nil
+}
+
+// VMClock asks the provider for its VMClock device and maps it read-only,
+// so that a hot path can compare the hypervisor's vm_generation_counter
+// itself: it changes before the guest resumes, which closes the window
+// between a restore and the provider's bump. It fails with an error
+// matching ErrUnavailable when the provider's backend is not vmclock.
+func (c *Client) VMClock(ctx context.Context) (*backend.VMClock, error) {
+	r, err := c.ctl.call(ctx, msgVMClock, nil)
+	if err != nil {
+		return nil, fmt.Errorf("vmclock: %w", err)
+	}
+	if r.file == nil {
+		return nil, fmt.Errorf("vmclock: the provider sent no descriptor")
+	}
+	vc, err := backend.MapVMClockFile(r.file)
+	if err != nil {
+		r.file.Close()
+		return nil, fmt.Errorf("vmclock: %w", err)
+	}
+	return vc, nil
 }
 
 // Close detaches from the provider. It is idempotent.

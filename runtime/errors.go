@@ -20,6 +20,8 @@ var (
 	ErrBadAck = errors.New("acknowledged generation is not the current one")
 	// ErrNotWatcher: an acknowledgement on a connection that is not a watcher.
 	ErrNotWatcher = errors.New("not a watcher")
+	// ErrUnavailable: the provider has no such resource (no VMClock device).
+	ErrUnavailable = errors.New("not available from this provider")
 	// ErrLimit: a bound of the provider was exceeded.
 	ErrLimit = errors.New("provider limit exceeded")
 	// ErrNewGeneration: a newer generation arrived while waiting (or the

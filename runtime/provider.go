@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/snapsafe/snapsafe/acpi"
 	"github.com/snapsafe/snapsafe/backend"
 	"github.com/snapsafe/snapsafe/shm"
 )
@@ -409,6 +410,7 @@ func (p *Provider) Status() Status {
 		Bumps:       p.bumps,
 		Backend:     p.backend.String(),
 		Source:      p.source.Info(),
+		VMGenID:     acpi.Probe(),
 		Epoch:       uuid.UUID(snap.Epoch).String(),
 		Reason:      snap.Reason.String(),
 		State:       snap.State.String(),
@@ -439,6 +441,7 @@ type Status struct {
 	Bumps       uint64         `json:"bumps"`
 	Backend     string         `json:"backend"`
 	Source      map[string]any `json:"source,omitempty"`
+	VMGenID     acpi.Info      `json:"vmgenid"` // the ACPI VMGENID probe, whatever the backend
 	Epoch       string         `json:"epoch"`
 	Reason      string         `json:"reason"`
 	State       string         `json:"state"`

@@ -295,6 +295,12 @@ func (p *Provider) handle(c *peer, m message) bool {
 			return fail(codeInternal, "wipe region: "+err.Error())
 		}
 		return p.send(c, encode(msgRegionOK, m.id, u32(uint32(fi.Size()))), unix.UnixRights(int(f.Fd())))
+	case msgVMClock:
+		f := backend.DeviceFile(p.source)
+		if f == nil {
+			return fail(codeUnavailable, fmt.Sprintf("the provider's %s backend has no VMClock device to pass", p.source.Name()))
+		}
+		return p.send(c, encode(msgVMClockOK, m.id, nil), unix.UnixRights(int(f.Fd())))
 	}
 	// A reply or event type sent to the provider.
 	p.refuse(c, m.id, codeUnknown, fmt.Sprintf("message type %#x is not a request", uint8(m.typ)))

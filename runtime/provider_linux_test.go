@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"io"
 	"log/slog"
@@ -14,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/snapsafe/snapsafe/backend"
+	abi "github.com/snapsafe/snapsafe/internal/vmclockabi"
 	"github.com/snapsafe/snapsafe/shm"
 	"golang.org/x/sys/unix"
 )
@@ -526,5 +529,64 @@ func TestParseProcStatus(t *testing.T) {
 	}
 	if !slices.Equal(groups, []uint32{4, 24, 27, 1000}) {
 		t.Fatalf("groups = %v", groups)
+	}
+}
+
+func TestVMClockPassedToClients(t *testing.T) {
+	dir := t.TempDir()
+	page := filepath.Join(t.TempDir(), "vmclock0")
+	if err := os.WriteFile(page, abi.Page(4096, abi.FlagCounter, 41), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	src, err := backend.NewVMClockSource(page, backend.VMClockOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	p, err := New(Config{Dir: dir, Source: src, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	<-p.Ready()
+
+	c := attach(t, dir)
+	vc, err := c.VMClock(ctxT(t, time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer vc.Close()
+	if g, ok, err := vc.Counter(); err != nil || !ok || g != 41 {
+		t.Fatalf("client reads counter %d, %v, %v; want 41", g, ok, err)
+	}
+	word := vc.CounterWord()
+	// The hypervisor moves the counter: the client's mapping sees it, and
+	// the provider bumps.
+	f, err := os.OpenFile(page, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], 42)
+	if _, err := f.WriteAt(b[:], abi.OffCounter); err != nil {
+		t.Fatal(err)
+	}
+	if got := atomic.LoadUint64(word); got != 42 {
+		t.Fatalf("client's counter word reads %d after the change, want 42", got)
+	}
+	eventually(t, "the provider to bump on the counter change", func() bool { return c.Generation() == 2 })
+	if s, _ := c.Snapshot(); s.Reason != shm.ReasonVMClock || s.Backend != shm.BackendVMClock {
+		t.Fatalf("snapshot after the change: %+v", s)
+	}
+
+	// A provider without VMClock says so.
+	mdir := t.TempDir()
+	startProvider(t, mdir)
+	if _, err := attach(t, mdir).VMClock(ctxT(t, time.Second)); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("VMClock from a manual provider: %v, want ErrUnavailable", err)
 	}
 }

@@ -29,21 +29,23 @@ type msgType uint8
 // Requests (client to provider) and their replies. A reply's type is the
 // request's with the high bit set.
 const (
-	msgStatus msgType = 0x01 // no payload → msgStatusOK
-	msgWatch  msgType = 0x02 // no payload → msgWatchOK
-	msgAck    msgType = 0x03 // uint64 generation → msgAckOK
-	msgWait   msgType = 0x04 // uint64 generation the caller saw, 0 = current → msgWaitDone
-	msgCancel msgType = 0x05 // no payload: ends the connection's wait with waitCancelled
-	msgBump   msgType = 0x06 // uint64 minimum → msgBumpOK
-	msgRegion msgType = 0x07 // uint32 size → msgRegionOK + memfd (SCM_RIGHTS)
+	msgStatus  msgType = 0x01 // no payload → msgStatusOK
+	msgWatch   msgType = 0x02 // no payload → msgWatchOK
+	msgAck     msgType = 0x03 // uint64 generation → msgAckOK
+	msgWait    msgType = 0x04 // uint64 generation the caller saw, 0 = current → msgWaitDone
+	msgCancel  msgType = 0x05 // no payload: ends the connection's wait with waitCancelled
+	msgBump    msgType = 0x06 // uint64 minimum → msgBumpOK
+	msgRegion  msgType = 0x07 // uint32 size → msgRegionOK + memfd (SCM_RIGHTS)
+	msgVMClock msgType = 0x08 // no payload → msgVMClockOK + the VMClock device (SCM_RIGHTS)
 
-	replyBit    msgType = 0x80
-	msgStatusOK         = msgStatus | replyBit // JSON object (Status)
-	msgWatchOK          = msgWatch | replyBit  // uint64 current generation
-	msgAckOK            = msgAck | replyBit    // uint64 acknowledged generation
-	msgWaitDone         = msgWait | replyBit   // uint32 waitResult, uint32 zero, uint64 current generation
-	msgBumpOK           = msgBump | replyBit   // uint64 new generation
-	msgRegionOK         = msgRegion | replyBit // uint32 size of the region
+	replyBit     msgType = 0x80
+	msgStatusOK          = msgStatus | replyBit  // JSON object (Status)
+	msgWatchOK           = msgWatch | replyBit   // uint64 current generation
+	msgAckOK             = msgAck | replyBit     // uint64 acknowledged generation
+	msgWaitDone          = msgWait | replyBit    // uint32 waitResult, uint32 zero, uint64 current generation
+	msgBumpOK            = msgBump | replyBit    // uint64 new generation
+	msgRegionOK          = msgRegion | replyBit  // uint32 size of the region
+	msgVMClockOK         = msgVMClock | replyBit // no payload
 
 	// msgGeneration is sent unsolicited to watchers (id 0) when the
 	// generation changes: uint64 new generation.
@@ -66,15 +68,16 @@ const (
 type errCode uint32
 
 const (
-	codeMalformed    errCode = 1 // the message could not be decoded; the connection is closed
-	codeUnknown      errCode = 2 // unknown message type; the connection is closed
-	codeVersion      errCode = 3 // unsupported protocol version; the connection is closed
-	codeNotPermitted errCode = 4 // the peer may not do this
-	codeBadAck       errCode = 5 // the acknowledged generation is not the current one
-	codeNotWatcher   errCode = 6 // ack without watch
-	codeLimit        errCode = 7 // a bound was exceeded (region size or count, one wait at a time)
-	codeInvalid      errCode = 8 // an argument is out of range
-	codeInternal     errCode = 9 // the provider failed; see its log
+	codeMalformed    errCode = 1  // the message could not be decoded; the connection is closed
+	codeUnknown      errCode = 2  // unknown message type; the connection is closed
+	codeVersion      errCode = 3  // unsupported protocol version; the connection is closed
+	codeNotPermitted errCode = 4  // the peer may not do this
+	codeBadAck       errCode = 5  // the acknowledged generation is not the current one
+	codeNotWatcher   errCode = 6  // ack without watch
+	codeLimit        errCode = 7  // a bound was exceeded (region size or count, one wait at a time)
+	codeInvalid      errCode = 8  // an argument is out of range
+	codeInternal     errCode = 9  // the provider failed; see its log
+	codeUnavailable  errCode = 10 // the provider has no such resource (no VMClock device)
 )
 
 // message is one decoded datagram.
@@ -118,8 +121,8 @@ func decode(b []byte) (message, error) {
 // payloadSize is the exact payload size of each type, or minus the minimum
 // size for variable-length payloads.
 var payloadSize = map[msgType]int{
-	msgStatus: 0, msgWatch: 0, msgAck: 8, msgWait: 8, msgCancel: 0, msgBump: 8, msgRegion: 4,
-	msgStatusOK: -2, msgWatchOK: 8, msgAckOK: 8, msgWaitDone: 16, msgBumpOK: 8, msgRegionOK: 4,
+	msgStatus: 0, msgWatch: 0, msgAck: 8, msgWait: 8, msgCancel: 0, msgBump: 8, msgRegion: 4, msgVMClock: 0,
+	msgStatusOK: -2, msgWatchOK: 8, msgAckOK: 8, msgWaitDone: 16, msgBumpOK: 8, msgRegionOK: 4, msgVMClockOK: 0,
 	msgGeneration: 8, msgError: -4,
 }
 
@@ -176,6 +179,8 @@ func (e *RemoteError) Is(target error) bool {
 		return target == ErrNotWatcher
 	case codeLimit:
 		return target == ErrLimit
+	case codeUnavailable:
+		return target == ErrUnavailable
 	}
 	return false
 }

@@ -180,6 +180,14 @@ func (c cli) printStatus(ctx context.Context, cl *runtime.Client, asJSON bool) i
 	for _, k := range slices.Sorted(maps.Keys(s.Source)) {
 		fmt.Fprintf(c.stdout, "  %-18s %v\n", k, s.Source[k])
 	}
+	v := s.VMGenID
+	fmt.Fprintf(c.stdout, "vmgenid     kernel %s, signals %v, %d VM-fork records since boot\n", v.Kernel, v.Signals, v.ForkRecords)
+	for _, d := range v.Devices {
+		fmt.Fprintf(c.stdout, "  device %s (hid %s, driver %q)\n", d.SysfsPath, d.HID, d.Driver)
+	}
+	for _, p := range v.Problems {
+		fmt.Fprintf(c.stdout, "  problem: %s\n", p)
+	}
 	fmt.Fprintf(c.stdout, "provider    pid %d, %s, %d bumps since %s\n", s.ProviderPID, s.State, s.Bumps, s.Started.Format(time.RFC3339))
 	fmt.Fprintf(c.stdout, "directory   %s\n", s.Dir)
 	return exitOK

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/snapsafe/snapsafe/internal/testdevice"
 )
 
 // The tests here run the real binaries, as a user would: a provider
@@ -384,5 +386,61 @@ func TestUsageErrors(t *testing.T) {
 		if _, _, code := ctl(t, dir, cmd); code != 6 {
 			t.Errorf("snapsafectl %s with no provider exited %d, want 6", cmd, code)
 		}
+	}
+}
+
+// TestIntegrationACPIBar walks the sources issue's bar on a machine with a
+// real VMGENID device: auto picks acpi; five synthetic uevents make exactly
+// five bumps with --accept-synthetic, and none without it; a user-written
+// copy of the kernel's fork record never bumps.
+func TestIntegrationACPIBar(t *testing.T) {
+	testdevice.Require(t)
+	if _, err := os.Stat("/dev/vmclock0"); err == nil {
+		t.Skip("this machine has a VMClock device, which auto prefers over acpi")
+	}
+	dir := stateDir(t)
+	p := startProvider(t, dir, "--backend", "auto", "--accept-synthetic")
+	if s := status(t, dir); s.Backend != "acpi" {
+		t.Fatalf("auto picked backend %q, want acpi", s.Backend)
+	}
+	before := status(t, dir).Generation
+	for range 5 {
+		testdevice.Synthesize(t)
+	}
+	eventually(t, "five bumps", func() bool { return status(t, dir).Generation >= before+5 })
+	time.Sleep(200 * time.Millisecond) // no sixth
+	if g := status(t, dir).Generation; g != before+5 {
+		t.Fatalf("five synthetic uevents moved the generation from %d to %d", before, g)
+	}
+	p.stop(t, syscall.SIGTERM)
+
+	startProvider(t, dir, "--backend", "acpi")
+	before = status(t, dir).Generation
+	for range 5 {
+		testdevice.Synthesize(t)
+	}
+	if err := os.WriteFile("/dev/kmsg", []byte("<6>random: crng reseeded due to virtual machine fork\n"), 0); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if g := status(t, dir).Generation; g != before {
+		t.Fatalf("without --accept-synthetic the generation moved from %d to %d", before, g)
+	}
+}
+
+// TestIntegrationKmsgBump drives the provider's kernel-log path end to end
+// with a facility-0 record root can make the kernel print.
+func TestIntegrationKmsgBump(t *testing.T) {
+	testdevice.Require(t)
+	dir := stateDir(t)
+	startProvider(t, dir, "--backend", "acpi", "--test-kmsg-match", testdevice.MalformedMessage)
+	before := status(t, dir).Generation
+	for range 3 {
+		testdevice.LogMalformed(t)
+	}
+	eventually(t, "three bumps", func() bool { return status(t, dir).Generation == before+3 })
+	out := mustCtl(t, dir, "status", "--json")
+	if !strings.Contains(out, `"reason": "acpi"`) || !strings.Contains(out, testdevice.MalformedMessage) {
+		t.Fatalf("status after kernel-log bumps:\n%s", out)
 	}
 }

@@ -30,6 +30,8 @@ func run(args []string) int {
 	source := fs.String("backend", "auto", "event source: auto, acpi, vmclock or manual")
 	synthetic := fs.Bool("accept-synthetic", false, "also count root-written synthetic uevents on the VMGENID device (for tests)")
 	group := fs.String("bump-group", "", "group whose members may force bumps (besides root and CAP_CHECKPOINT_RESTORE)")
+	vmclock := fs.String("vmclock-path", backend.DefaultVMClockPath, "VMClock device for the vmclock backend")
+	kmsgMatch := fs.String("test-kmsg-match", "", "for tests only: count facility-0 kernel log records containing this text as restores, instead of the vmgenid driver's fork record")
 	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: snapsafed [flags]")
@@ -45,6 +47,12 @@ func run(args []string) int {
 		fmt.Fprintf(os.Stderr, "snapsafed: unexpected argument %q: snapsafed takes only flags (see -h)\n", fs.Arg(0))
 		return 2
 	}
+	switch *source {
+	case "auto", "acpi", "vmclock", "manual":
+	default:
+		fmt.Fprintf(os.Stderr, "snapsafed: unknown --backend %q: use auto, acpi, vmclock or manual\n", *source)
+		return 2
+	}
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
 		fmt.Fprintf(os.Stderr, "snapsafed: bad --log-level %q: use debug, info, warn or error\n", *level)
@@ -52,11 +60,18 @@ func run(args []string) int {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 
-	src, err := backend.Select(*source, backend.Options{AcceptSynthetic: *synthetic, Logger: log})
+	src, err := backend.Select(*source, backend.Options{
+		AcceptSynthetic: *synthetic,
+		KmsgMatch:       *kmsgMatch,
+		VMClockPath:     *vmclock,
+		Logger:          log,
+	})
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "snapsafed: %v\n", err)
+		fmt.Fprintf(os.Stderr, "snapsafed: --backend %s: %v\n", *source, err)
 		return 1
 	}
+	defer src.Close()
+	log.Info("event source", "backend", src.Name(), "why", src.Info()["why"])
 	p, err := runtime.New(runtime.Config{Dir: *dir, Source: src, BumpGroup: *group, Logger: log})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "snapsafed: %v\n", err)

@@ -1,0 +1,210 @@
+package backend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/snapsafe/snapsafe/acpi"
+)
+
+// ACPIOptions configures the ACPI VMGENID source.
+type ACPIOptions struct {
+	// AcceptSynthetic also counts root-written synthetic uevents on the
+	// VMGENID device (echo "change <uuid>" > .../uevent).
+	AcceptSynthetic bool
+	// KmsgMatch replaces the text of the kernel-log record that counts as a
+	// restore (default acpi.ForkMessage). For tests only: it lets a test use
+	// a facility-0 record that root can make the kernel print on demand.
+	KmsgMatch string
+	Logger    *slog.Logger
+}
+
+// ACPISource is the "acpi" Source: it follows the vmgenid driver's kernel
+// log record and VMGENID uevents, and coalesces the two signals of one
+// restore into one event.
+type ACPISource struct {
+	opts   ACPIOptions
+	info   acpi.Info
+	kmsg   *acpi.KmsgFollower
+	uevent *acpi.UeventFollower
+	co     *coalescer
+}
+
+// NewACPISource checks that a VMGENID device with a bound driver is present
+// and opens the followers. It fails with an error wrapping ErrNoDevice when
+// there is no device or no driver, and when no signal can be followed.
+func NewACPISource(opts ACPIOptions) (*ACPISource, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if _, err := acpi.Discover(); err != nil {
+		if errors.Is(err, acpi.ErrNotSupported) {
+			return nil, fmt.Errorf("acpi backend: %w: %w", ErrNotSupported, err)
+		}
+		return nil, fmt.Errorf("acpi backend: %w: %w", ErrNoDevice, err)
+	}
+	s := &ACPISource{opts: opts, info: acpi.Probe(), co: newCoalescer(coalesceWindow)}
+	var kerr, uerr error
+	s.kmsg, kerr = acpi.NewKmsgFollower(acpi.KmsgOptions{Match: opts.KmsgMatch, Logger: opts.Logger})
+	s.uevent, uerr = acpi.NewUeventFollower(acpi.UeventOptions{AcceptSynthetic: opts.AcceptSynthetic, Logger: opts.Logger})
+	switch {
+	case kerr != nil && uerr != nil:
+		return nil, fmt.Errorf("acpi backend: cannot follow any kernel signal: %w", errors.Join(kerr, uerr))
+	case kerr != nil:
+		// Without the kernel log only 6.8 kernels (and synthetic events)
+		// signal a restore; say so loudly.
+		opts.Logger.Warn("acpi backend: not following the kernel log; most kernels signal restores only there", "err", kerr)
+	case uerr != nil:
+		opts.Logger.Warn("acpi backend: not following uevents", "err", uerr)
+	}
+	return s, nil
+}
+
+// Name returns "acpi".
+func (s *ACPISource) Name() string { return "acpi" }
+
+// Info describes the device, the kernel and the signals followed.
+func (s *ACPISource) Info() map[string]any {
+	var followed []string
+	if s.kmsg != nil {
+		followed = append(followed, acpi.SignalKmsg)
+	}
+	if s.uevent != nil {
+		followed = append(followed, acpi.SignalUevent)
+	}
+	info := map[string]any{
+		"source":           "acpi",
+		"kernel":           s.info.Kernel,
+		"kernel_signals":   s.info.Signals,
+		"followed":         followed,
+		"fork_records":     s.info.ForkRecords,
+		"accept_synthetic": s.opts.AcceptSynthetic,
+		"coalesced":        s.co.absorbedCount(),
+	}
+	if len(s.info.Devices) > 0 {
+		d := s.info.Devices[0]
+		info["device"] = d.SysfsPath
+		info["driver"] = d.Driver
+	}
+	if s.opts.KmsgMatch != "" {
+		info["kmsg_match"] = s.opts.KmsgMatch
+	}
+	return info
+}
+
+// Run follows both signals until ctx is done or a follower fails.
+func (s *ACPISource) Run(ctx context.Context, emit func(Event)) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var mu sync.Mutex // one event at a time through the coalescer
+	relay := func(ev acpi.Event) {
+		mu.Lock()
+		defer mu.Unlock()
+		if !s.co.take(ev.Signal, ev.Lost, ev.Time) {
+			s.opts.Logger.Debug("coalesced a second signal of one restore", "signal", ev.Signal, "detail", ev.Detail)
+			return
+		}
+		emit(Event{Kind: KindACPI, Signal: ev.Signal, Lost: ev.Lost, Detail: ev.Detail, Time: ev.Time})
+	}
+	var followers []interface {
+		Run(context.Context, func(acpi.Event)) error
+	}
+	if s.kmsg != nil {
+		followers = append(followers, s.kmsg)
+	}
+	if s.uevent != nil {
+		followers = append(followers, s.uevent)
+	}
+	errc := make(chan error, len(followers))
+	for _, f := range followers {
+		go func() { errc <- f.Run(ctx, relay) }()
+	}
+	var first error
+	for range followers {
+		if err := <-errc; err != nil && first == nil {
+			first = err
+			cancel() // one follower failing stops the source
+		}
+	}
+	return first
+}
+
+// Close releases the followers. It is idempotent.
+func (s *ACPISource) Close() error {
+	var errs []error
+	if s.kmsg != nil {
+		errs = append(errs, s.kmsg.Close())
+	}
+	if s.uevent != nil {
+		errs = append(errs, s.uevent.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// coalesceWindow bounds how far apart the two signals of one restore may
+// arrive. A 6.8 kernel sends both from the same driver callback, within
+// microseconds.
+const coalesceWindow = time.Second
+
+// coalescer turns the events of several signals into restores when some
+// kernels report each restore on more than one signal.
+//
+// The rule: each signal counts its events, and the n-th event of any
+// signal is the n-th restore. An event is a new restore when its signal's
+// count exceeds the number of restores so far; otherwise another signal
+// already reported it and it is absorbed — but only if that report came
+// within the window. An event that finds the last restore older than the
+// window is a new restore whatever the counts say, and the counts are
+// realigned, so a signal that once missed an event cannot hold back later
+// restores. A possibly lost event is always a restore and also realigns.
+// Every restore is reported on its first signal, so coalescing never
+// delays a bump; a spurious extra bump is possible, a missed one is not.
+type coalescer struct {
+	window   time.Duration
+	counts   map[string]uint64
+	restores uint64
+	last     time.Time
+	absorbed uint64
+	mu       sync.Mutex // guards absorbed for Info
+}
+
+func newCoalescer(window time.Duration) *coalescer {
+	return &coalescer{window: window, counts: map[string]uint64{}}
+}
+
+// take reports whether an event of signal at time t is a new restore.
+func (c *coalescer) take(signal string, lost bool, t time.Time) bool {
+	c.counts[signal]++
+	switch {
+	case lost:
+	case c.counts[signal] > c.restores:
+		c.restores = c.counts[signal]
+		c.last = t
+		return true
+	case t.Sub(c.last) <= c.window:
+		c.mu.Lock()
+		c.absorbed++
+		c.mu.Unlock()
+		return false
+	}
+	// A new restore whatever the counts say: realign them so that this
+	// event is its signal's report of it and the other signals' next
+	// events are theirs.
+	c.restores++
+	c.last = t
+	for s := range c.counts {
+		c.counts[s] = c.restores - 1
+	}
+	c.counts[signal] = c.restores
+	return true
+}
+
+func (c *coalescer) absorbedCount() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.absorbed
+}

@@ -1,0 +1,90 @@
+// Package testdevice lets tests drive this machine's real VMGENID device
+// (synthetic uevents, kernel log records) one at a time.
+//
+// go test runs packages in parallel. A test that counts the restores a
+// follower or a provider sees must not see the synthetic events of a test
+// in another package, so every test that writes to the device, or counts
+// what the device produces, holds an exclusive flock on one well-known file
+// for its whole duration.
+package testdevice
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/uuid"
+	"golang.org/x/sys/unix"
+)
+
+// UeventPath is the uevent file of the VMGENID platform device on a
+// Firecracker guest with Linux 6.10 or later.
+const UeventPath = "/sys/bus/platform/devices/VMGENCTR:00/uevent"
+
+// Require skips the test unless it runs as root on a machine with the
+// device, then takes the device for the rest of the test.
+func Require(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (to write the VMGENID device's sysfs uevent file and read /dev/kmsg): run the tests as root")
+	}
+	if _, err := os.Stat(UeventPath); err != nil {
+		t.Skipf("needs a VMGENID device bound as a platform device (Firecracker guest, Linux 6.10+): %v", err)
+	}
+	Lock(t)
+}
+
+// Lock takes the device for the rest of the test, waiting for any other
+// test process that holds it.
+func Lock(t testing.TB) {
+	t.Helper()
+	path := filepath.Join(os.TempDir(), "snapsafe-vmgenid-tests.lock")
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o666)
+	if err != nil {
+		t.Fatalf("opening the device test lock: %v", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		f.Close()
+		t.Fatalf("locking %s: %v", path, err)
+	}
+	t.Cleanup(func() { f.Close() })
+}
+
+// Write writes s to the device's uevent file in one write(2) and returns
+// the kernel's answer.
+func Write(s string) error {
+	f, err := os.OpenFile(UeventPath, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	_, werr := f.WriteString(s)
+	if err := f.Close(); err != nil && werr == nil {
+		return err
+	}
+	return werr
+}
+
+// Synthesize writes a synthetic change uevent with a fresh UUID (and the
+// given KEY=VALUE arguments) and returns the UUID.
+func Synthesize(t testing.TB, args ...string) string {
+	t.Helper()
+	id := uuid.NewString()
+	if err := Write(strings.Join(append([]string{"change", id}, args...), " ")); err != nil {
+		t.Fatalf("writing %s: %v", UeventPath, err)
+	}
+	return id
+}
+
+// MalformedMessage is what the kernel logs, at facility 0, when root
+// writes a malformed synthetic uevent: a kernel-log record tests can cause
+// on demand.
+const MalformedMessage = "incorrect uevent action arguments"
+
+// LogMalformed makes the kernel log one MalformedMessage record.
+func LogMalformed(t testing.TB) {
+	t.Helper()
+	if err := Write("change not-a-uuid extra"); err == nil {
+		t.Fatal("the kernel accepted a malformed synthetic uevent")
+	}
+}
