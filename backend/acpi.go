@@ -64,6 +64,13 @@ func NewACPISource(opts ACPIOptions) (*ACPISource, error) {
 	return s, nil
 }
 
+// SeesRestores reports whether the source follows a signal this kernel
+// actually sends on a restore: the kernel log, or uevents on a kernel that
+// sends the VMGENID uevent. Without one it sees only synthetic events.
+func (s *ACPISource) SeesRestores() bool {
+	return s.kmsg != nil || s.uevent != nil && hasSignal(s.info, acpi.SignalUevent)
+}
+
 // Name returns "acpi".
 func (s *ACPISource) Name() string { return "acpi" }
 

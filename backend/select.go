@@ -61,7 +61,7 @@ func auto(opts Options) Source {
 	}
 	a, err := newACPI(opts)
 	if err == nil {
-		if a.kmsg != nil || hasSignal(a.info, acpi.SignalUevent) || opts.AcceptSynthetic {
+		if a.SeesRestores() || opts.AcceptSynthetic {
 			return withReason(a, "auto: no usable VMClock ("+vmWhy+"); VMGENID device with a bound driver")
 		}
 		a.Close()

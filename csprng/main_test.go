@@ -1,0 +1,65 @@
+package csprng
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+)
+
+// The tests choose the source themselves: TestMain stops the package from
+// selecting one on first use.
+func TestMain(m *testing.M) {
+	startOnce.Do(func() {})
+	os.Exit(m.Run())
+}
+
+// useSource makes src current for the rest of the test.
+func useSource(t testing.TB, src *source) {
+	old := current.Swap(src)
+	t.Cleanup(func() { current.Store(old) })
+}
+
+// testSource is a follower-style source that the test bumps by hand.
+func testSource(t testing.TB) *source {
+	src := newSource(ModeFollower)
+	useSource(t, src)
+	return src
+}
+
+func bump(src *source) uint64 { return atomic.AddUint64(src.gen, 1) }
+
+// seedLog replaces the kernel seed with a reproducible sequence and
+// records which generation each seed was drawn for.
+type seedLog struct {
+	mu    sync.Mutex
+	seeds []seedRec
+}
+
+type seedRec struct {
+	key [keySize]byte
+	gen uint64
+}
+
+func logSeeds(t testing.TB) *seedLog {
+	l := &seedLog{}
+	old := seedKey
+	seedKey = func(g uint64, key *[keySize]byte) {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		var n [8]byte
+		binary.LittleEndian.PutUint64(n[:], uint64(len(l.seeds)))
+		*key = sha256.Sum256(n[:])
+		l.seeds = append(l.seeds, seedRec{*key, g})
+	}
+	t.Cleanup(func() { seedKey = old })
+	return l
+}
+
+func (l *seedLog) count() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.seeds)
+}

@@ -1,0 +1,174 @@
+package csprng
+
+import (
+	"context"
+	"crypto/rand"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/snapsafe/snapsafe/runtime"
+	"github.com/snapsafe/snapsafe/shm"
+)
+
+// Mode says where the generator learns of restores.
+type Mode int
+
+const (
+	// ModeKernel: no source of restore events. Every call takes its bytes
+	// straight from the kernel (getrandom, which the kernel reseeds on VM
+	// fork): slow, but never stale.
+	ModeKernel Mode = iota
+	// ModeProvider: attached to a snapsafed provider; the generation is one
+	// load from its shared page, and generator state lives in wipe regions
+	// that the provider zeroes on every restore.
+	ModeProvider
+	// ModeFollower: no provider, but this process follows the kernel's
+	// restore signals itself (the vmgenid driver's kernel log record) and
+	// keeps a process-local generation.
+	ModeFollower
+)
+
+func (m Mode) String() string {
+	switch m {
+	case ModeProvider:
+		return "provider"
+	case ModeFollower:
+		return "follower"
+	}
+	return "kernel"
+}
+
+// source is where the hot path reads the generation. Sources are
+// immutable once published in current, and never freed: a goroutine may
+// still hold an old one (its words stay mapped) after a switch.
+type source struct {
+	id   uint64  // unique, never 0; a switch of source reseeds every state
+	mode Mode    //
+	gen  *uint64 // the generation word; it reads 0 while no source exists
+	vmc  *uint64 // the hypervisor's VMClock counter, or zeroWord
+
+	page   *shm.Page       // ModeProvider: the generation page
+	client *runtime.Client // ModeProvider: the connection to the provider
+	local  uint64          // ModeFollower: the process-local generation (atomic)
+	stop   func()          // ModeFollower: stops the follower
+}
+
+var (
+	// zeroWord is the generation of ModeKernel. No state is ever seeded in
+	// generation 0, so every call in ModeKernel takes the slow path.
+	zeroWord uint64
+	// current is the source in use. It is never nil: until the first call
+	// starts the real selection, it is a ModeKernel source.
+	current atomic.Pointer[source]
+	lastID  atomic.Uint64
+)
+
+func init() { current.Store(newSource(ModeKernel)) }
+
+func newSource(m Mode) *source {
+	s := &source{id: lastID.Add(1), mode: m, gen: &zeroWord, vmc: &zeroWord}
+	if m == ModeFollower {
+		s.local = 1
+		s.gen = &s.local
+	}
+	return s
+}
+
+// generation loads the source's generation and VMClock counter.
+func (s *source) generation() (gen, vmc uint64) {
+	return atomic.LoadUint64(s.gen), atomic.LoadUint64(s.vmc)
+}
+
+// seedKey fills key from the kernel. Tests replace it to make output
+// reproducible; it is not reachable from the public API. It is called for
+// generation g of the source it reseeds from.
+var seedKey = func(g uint64, key *[keySize]byte) { kernelRead(key[:]) }
+
+// kernelRead fills b from the kernel's CSPRNG. crypto/rand.Read is
+// getrandom(2) — through the vDSO on Linux 6.11 and later, which the kernel
+// itself reseeds on VM fork — and, like it, never fails: a kernel RNG
+// failure crashes the program rather than return predictable bytes.
+func kernelRead(b []byte) { _, _ = rand.Read(b) }
+
+var startOnce sync.Once
+
+// start selects the source on first use (a provider, else a follower, else
+// the kernel) and starts a goroutine that keeps it current: it falls back
+// the moment the provider goes away and re-attaches when one returns.
+func start() {
+	startOnce.Do(func() {
+		src := selectSource()
+		current.Store(src)
+		go monitor(context.Background(), src)
+	})
+}
+
+// selectSource returns the best source available now.
+func selectSource() *source {
+	if src := attachProvider(""); src != nil {
+		return src
+	}
+	if src := startFollower(); src != nil {
+		return src
+	}
+	return newSource(ModeKernel)
+}
+
+// retryInterval is how often a process without a provider looks for one.
+var retryInterval = time.Second
+
+func monitor(ctx context.Context, src *source) {
+	for {
+		if src.mode == ModeProvider {
+			select {
+			case <-src.client.Done():
+			case <-ctx.Done():
+				return
+			}
+			// The provider is gone: its page no longer moves and nobody
+			// wipes our regions. Stop trusting it at once, then find the
+			// best remaining source.
+			current.Store(newSource(ModeKernel))
+			src = selectSource()
+			current.Store(src)
+			continue
+		}
+		select {
+		case <-time.After(retryInterval):
+		case <-ctx.Done():
+			return
+		}
+		if p := attachProvider(""); p != nil {
+			current.Store(p)
+			if src.stop != nil {
+				src.stop()
+			}
+			src = p
+		}
+	}
+}
+
+// attachProvider attaches to the provider on dir (the default directory
+// when empty), or returns nil.
+func attachProvider(dir string) *source {
+	c, err := runtime.Attach(dir)
+	if err != nil {
+		return nil
+	}
+	src := newSource(ModeProvider)
+	src.client, src.page = c, c.Page()
+	src.gen = src.page.GenerationWord()
+	// With a vmclock provider, the hot path also compares the
+	// hypervisor's counter, which moves before the guest resumes.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if vc, err := c.VMClock(ctx); err == nil {
+		if w := vc.CounterWord(); w != nil {
+			src.vmc = w // kept mapped for the life of the process
+		} else {
+			vc.Close()
+		}
+	}
+	return src
+}

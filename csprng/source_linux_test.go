@@ -1,0 +1,156 @@
+package csprng
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/snapsafe/snapsafe/internal/testdevice"
+	"github.com/snapsafe/snapsafe/runtime"
+	"github.com/snapsafe/snapsafe/shm"
+)
+
+type testProvider struct {
+	*runtime.Provider
+	stop func()
+}
+
+func startProvider(t *testing.T, dir string) *testProvider {
+	t.Helper()
+	p, err := runtime.New(runtime.Config{Dir: dir, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	<-p.Ready()
+	stopped := false
+	tp := &testProvider{Provider: p, stop: func() {
+		if !stopped {
+			stopped = true
+			cancel()
+			<-done
+		}
+	}}
+	t.Cleanup(tp.stop)
+	return tp
+}
+
+// freshArena gives the test an empty arena, so that new states come from
+// the current source's memory.
+func freshArena(t *testing.T) {
+	old := mem
+	mem = new(arena)
+	t.Cleanup(func() { mem = old })
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for end := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+// TestProviderModeWipesState: with a provider, generator state lives in a
+// wipe region, and a bump wipes it even though this process does not call
+// the generator.
+func TestProviderModeWipesState(t *testing.T) {
+	dir := t.TempDir()
+	tp := startProvider(t, dir)
+	src := attachProvider(dir)
+	if src == nil || src.mode != ModeProvider {
+		t.Fatal("could not attach to the test provider")
+	}
+	useSource(t, src)
+	freshArena(t)
+	seeds := logSeeds(t)
+
+	r := New()
+	if len(mem.regions) == 0 {
+		t.Fatal("the state was not placed in a provider wipe region")
+	}
+	first := r.Uint64()
+	if r.s.gen != 1 || r.s.src != src.id {
+		t.Fatalf("state seeded for generation %d source %d", r.s.gen, r.s.src)
+	}
+	if _, err := tp.Bump(shm.ReasonForced, 0); err != nil {
+		t.Fatal(err)
+	}
+	// No call into the generator: the provider wiped key and buffer.
+	if r.s.gen != 0 || r.s.src != 0 {
+		t.Fatalf("state header after the bump: gen %d src %d, want zeroes", r.s.gen, r.s.src)
+	}
+	for i, b := range r.s.buf {
+		if b != 0 {
+			t.Fatalf("buffer byte %d = %#x after the bump: not wiped", i, b)
+		}
+	}
+	if r.Uint64() == first || r.s.gen != 2 || seeds.count() != 2 {
+		t.Fatalf("after the bump: state generation %d, %d seeds", r.s.gen, seeds.count())
+	}
+}
+
+// TestMonitorFallsBackAndReattaches: when the provider goes away the
+// package stops trusting its page at once, and re-attaches when a provider
+// returns.
+func TestMonitorFallsBackAndReattaches(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("SNAPSAFE_DIR", dir)
+	old := retryInterval
+	retryInterval = 10 * time.Millisecond
+	defer func() { retryInterval = old }()
+
+	tp := startProvider(t, dir)
+	src := attachProvider("")
+	useSource(t, src)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { monitor(ctx, src); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	r := New()
+	r.Uint64()
+	tp.stop()
+	eventually(t, "the fallback", func() bool { return current.Load().mode != ModeProvider })
+	t.Logf("fell back to %v", current.Load().mode)
+	r.Uint64() // serves from the fallback
+
+	startProvider(t, dir)
+	eventually(t, "the re-attach", func() bool { return current.Load().mode == ModeProvider })
+	if g := Generation(); g != 2 {
+		t.Fatalf("generation after re-attach = %d, want 2 (the new provider's start-up bump)", g)
+	}
+	seeds := logSeeds(t)
+	r.Uint64()
+	if seeds.count() != 1 {
+		t.Fatal("the state was not reseeded after the re-attach")
+	}
+}
+
+// TestIntegrationFollower: without a provider, the package follows the
+// kernel log itself; a facility-0 record bumps its local generation.
+func TestIntegrationFollower(t *testing.T) {
+	testdevice.Require(t)
+	followerMatch = testdevice.MalformedMessage
+	defer func() { followerMatch = "" }()
+	src := startFollower()
+	if src == nil {
+		t.Fatal("no follower on a machine with a VMGENID device, as root")
+	}
+	defer src.stop()
+	useSource(t, src)
+	seeds := logSeeds(t)
+	r := New()
+	r.Uint64()
+	testdevice.LogMalformed(t)
+	eventually(t, "the follower's bump", func() bool { return Generation() == 2 })
+	r.Uint64()
+	if seeds.count() != 2 {
+		t.Fatalf("%d seeds, want 2: the bump did not reseed", seeds.count())
+	}
+}
