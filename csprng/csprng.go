@@ -30,10 +30,25 @@
 // # The window no API can close
 //
 // A restored VM runs code before the kernel has told anyone about the
-// restore. In ModeProvider and ModeFollower, output produced in that window
-// passes the generation check; re-checking after producing output narrows
-// the window but cannot remove it. Systems close it by holding traffic to a
-// restored guest until `snapsafectl wait` returns; see README.md.
+// restore, and output produced in that window passes the generation check.
+// Re-checking after producing output narrows the window; it cannot remove
+// it. How long it stays open depends on the mode:
+//
+//   - ModeProvider with a vmclock provider, or ModeFollower where this
+//     process can map /dev/vmclock0: no window. The hot path also compares
+//     the hypervisor's vm_generation_counter, which changes before the
+//     guest's vCPUs resume.
+//   - ModeProvider and ModeFollower on VMGENID: from the resume until the
+//     kernel has logged the restore and the provider (or this process's
+//     follower) has read it — the kernel wakes log readers at its next tick,
+//     and the notification itself may take tens of milliseconds under load
+//     (docs/sources.md). In ModeProvider the provider also wipes the state
+//     within that time whether or not this process runs.
+//   - ModeKernel: the kernel's own window. getrandom is reseeded by the
+//     same vmgenid notification, so it has the same delay, minus the log.
+//
+// Systems close the window by holding traffic to a restored guest until
+// `snapsafectl wait` returns; see README.md.
 //
 // # Go 1.26 and crypto/*
 //

@@ -131,6 +131,11 @@ func (p *Page) Generation() uint64 {
 	return atomic.LoadUint64(p.v.u64(OffGeneration))
 }
 
+// GenerationWord returns the address of the generation word in the
+// mapping, for hot paths that load it with sync/atomic themselves. It is
+// valid until Close.
+func (p *Page) GenerationWord() *uint64 { return p.v.u64(OffGeneration) }
+
 // Wiped returns the newest generation for which the provider has finished
 // zeroing every wipe region. A client may put new secrets into its region
 // only once Wiped equals the generation it read (see docs/ABI.md).
