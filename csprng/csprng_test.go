@@ -52,11 +52,12 @@ func TestGolden(t *testing.T) {
 		key[i] = byte(i)
 	}
 	old := seedKey
-	seedKey = func(uint64, *[keySize]byte) {}
+	seedKey = func(uint64) (k [keySize]byte) { return k }
 	defer func() { seedKey = old }()
 	r := New()
+	r.Uint64() // bind to src
 	g, v := src.generation()
-	r.s.seed(&key, g, v, src.id)
+	r.h.s.seed(&key, g, v)
 
 	got := make([]byte, 64)
 	for i := 0; i < 64; i += 8 {
@@ -73,7 +74,7 @@ func TestGolden(t *testing.T) {
 	// Across refills, and for Uint64 and small Reads alike, the output is
 	// the model's stream.
 	ref := refStream(key, 3)
-	r.s.seed(&key, g, v, src.id)
+	r.h.s.seed(&key, g, v)
 	var stream []byte
 	for len(stream) < 2*(bufSize-keySize) {
 		var b [8]byte
@@ -116,7 +117,7 @@ func TestErasure(t *testing.T) {
 	testSource(t)
 	r := New()
 	r.Uint64()
-	s := r.s
+	s := r.h.s
 	start := int(s.off)
 	r.Uint64()
 	b := make([]byte, 40)
@@ -146,8 +147,8 @@ func TestReseedOnBump(t *testing.T) {
 	if seeds.count() != 2 {
 		t.Fatalf("%d seeds after a bump, want 2", seeds.count())
 	}
-	if r.s.gen != 2 {
-		t.Fatalf("state generation %d after the bump, want 2", r.s.gen)
+	if g := ^r.h.s.inv; g != 2 {
+		t.Fatalf("state generation %d after the bump, want 2", g)
 	}
 	_ = a
 	_ = b

@@ -34,7 +34,7 @@ func startFollower() *source {
 		err = errNoSignal
 	}
 	if err != nil {
-		if src.vmc == &zeroWord {
+		if src.vmc == nil {
 			return nil
 		}
 		return src
@@ -45,8 +45,8 @@ func startFollower() *source {
 		// more; then the generation can no longer be trusted.
 		_ = a.Run(ctx, func(backend.Event) { atomic.AddUint64(&src.local, 1) })
 		a.Close()
-		if ctx.Err() == nil {
-			current.CompareAndSwap(src, newSource(ModeKernel))
+		if ctx.Err() == nil && current.CompareAndSwap(src, newSource(ModeKernel)) {
+			src.retire()
 		}
 	}()
 	src.stop = cancel

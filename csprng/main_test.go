@@ -16,10 +16,15 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// useSource makes src current for the rest of the test.
+// useSource makes src current, retiring the source it replaces, as the
+// package does.
 func useSource(t testing.TB, src *source) {
-	old := current.Swap(src)
-	t.Cleanup(func() { current.Store(old) })
+	current.Swap(src).retire()
+	t.Cleanup(func() {
+		if current.CompareAndSwap(src, newSource(ModeKernel)) {
+			src.retire()
+		}
+	})
 }
 
 // testSource is a follower-style source that the test bumps by hand.
@@ -46,13 +51,14 @@ type seedRec struct {
 func logSeeds(t testing.TB) *seedLog {
 	l := &seedLog{}
 	old := seedKey
-	seedKey = func(g uint64, key *[keySize]byte) {
+	seedKey = func(g uint64) [keySize]byte {
 		l.mu.Lock()
 		defer l.mu.Unlock()
 		var n [8]byte
 		binary.LittleEndian.PutUint64(n[:], uint64(len(l.seeds)))
-		*key = sha256.Sum256(n[:])
-		l.seeds = append(l.seeds, seedRec{*key, g})
+		key := sha256.Sum256(n[:])
+		l.seeds = append(l.seeds, seedRec{key, g})
+		return key
 	}
 	t.Cleanup(func() { seedKey = old })
 	return l

@@ -15,34 +15,35 @@ import (
 // outside the Go heap (in a provider's wipe region, or wipe-on-fork
 // memory) and is released when the Rand is garbage collected.
 type Rand struct {
-	s *state
+	h hot // by value: one indirection fewer on the hot path
 }
 
 // New returns a new Rand, seeded from the kernel on first use.
 func New() *Rand {
 	start()
-	r := &Rand{s: mem.get()}
-	runtime.AddCleanup(r, mem.put, r.s)
+	r := new(Rand)
+	r.h.init(mem.get())
+	runtime.AddCleanup(r, mem.put, r.h.s)
 	return r
 }
 
 // Uint64 returns a uniformly distributed random 64-bit value.
 func (r *Rand) Uint64() uint64 {
-	s := r.s
+	h := &r.h
 	for {
-		src := current.Load()
-		g, v := src.generation()
-		if s.valid(src, g, v) {
+		s, gp, vp := h.s, h.genp.Load(), h.vmcp.Load()
+		g, v := load(gp, vp)
+		if s.valid(g, v) {
 			if s.off > bufSize-8 {
 				s.refill()
 			}
 			x := s.uint64()
-			if src.unchanged(g, v) {
+			if unchanged(gp, vp, g, v) {
 				return x
 			}
 			continue
 		}
-		if r.reseed(src) == kernel {
+		if h.reseed() == kernel {
 			var b [8]byte
 			kernelRead(b[:])
 			return binary.LittleEndian.Uint64(b[:])
@@ -52,47 +53,43 @@ func (r *Rand) Uint64() uint64 {
 
 // Read fills b with random bytes. It always returns len(b), nil.
 func (r *Rand) Read(b []byte) (int, error) {
-	s := r.s
+	h := &r.h
 	for {
-		src := current.Load()
-		g, v := src.generation()
-		if !s.valid(src, g, v) {
-			if r.reseed(src) == kernel {
+		s, gp, vp := h.s, h.genp.Load(), h.vmcp.Load()
+		g, v := load(gp, vp)
+		if !s.valid(g, v) {
+			if h.reseed() == kernel {
 				kernelRead(b)
 				return len(b), nil
 			}
 			continue
 		}
-		if len(b) >= bulkMin {
-			var key [keySize]byte
-			s.takeKey(&key)
-			bulk(b, &key)
-		} else {
-			for rest := b; len(rest) > 0; {
-				if s.avail() == 0 {
-					s.refill()
-				}
-				rest = rest[s.take(rest):]
-			}
-		}
-		if src.unchanged(g, v) {
+		fill(s, b)
+		if unchanged(gp, vp, g, v) {
 			return len(b), nil
 		}
 		clear(b) // produced across a bump: never returned
 	}
 }
 
-// reseed seeds r's state for src, or says to use the kernel.
-func (r *Rand) reseed(src *source) next {
-	var key [keySize]byte
-	g, v, n, ok := freshKey(src, &key)
-	if ok {
-		r.s.seed(&key, g, v, src.id)
+// fill fills b from a valid state: small requests from its buffer, large
+// ones (bulkMin and up) as keystream generated straight into b from a
+// one-time key taken from the buffer.
+func fill(s *state, b []byte) {
+	if len(b) >= bulkMin {
+		var key [keySize]byte
+		s.takeKey(&key)
+		bulk(b, &key)
+		return
 	}
-	return n
+	for rest := b; len(rest) > 0; {
+		if s.avail() == 0 {
+			s.refill()
+		}
+		rest = rest[s.take(rest):]
+	}
 }
 
 // bulkMin is the request size from which Read generates keystream straight
-// into the caller's buffer (with a one-time key from the state) instead of
-// copying it out of the state's buffer.
+// into the caller's buffer instead of copying it out of the state's buffer.
 const bulkMin = 512

@@ -2,20 +2,20 @@ package csprng
 
 import (
 	"encoding/binary"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	_ "unsafe" // for go:linkname
 )
 
-// The package-level functions use one state per P (the Go scheduler's
+// The package-level functions use one generator per P (the Go scheduler's
 // logical processor, GOMAXPROCS of them). procPin disables preemption of
 // the calling goroutine and returns its P's index: until procUnpin, no other
-// goroutine runs on that P, so the P's state is used by exactly one
+// goroutine runs on that P, so the P's generator is used by exactly one
 // goroutine at a time without any lock or atomic read-modify-write. This is
-// the mechanism sync.Pool uses. Pinned sections here only copy bytes or
-// run the ChaCha20 kernel over one 4 KiB buffer; reseeding, which may
-// enter the kernel, happens unpinned.
+// the mechanism sync.Pool uses. Pinned sections only check the generation,
+// copy bytes, or run the ChaCha20 kernel over one 4 KiB buffer (or take a
+// one-time key for a bulk read, which is then generated unpinned);
+// reseeding, which may enter the kernel, gets its key unpinned.
 //
 //go:linkname procPin runtime.procPin
 func procPin() int
@@ -23,57 +23,52 @@ func procPin() int
 //go:linkname procUnpin runtime.procUnpin
 func procUnpin()
 
+// maxShards bounds the per-P generators. Ps beyond it (GOMAXPROCS above
+// 1024) share one generator under a mutex.
+const maxShards = 1024
+
 var (
-	// shards holds one state per P. It only grows; a P index beyond its
-	// length (GOMAXPROCS was raised) takes the slow path, which grows it.
-	shards  atomic.Pointer[[]*state]
-	growMu  sync.Mutex
-	noShard = []*state{}
+	shards   [maxShards]atomic.Pointer[hot]
+	shardMu  sync.Mutex // creates shards
+	overflow struct {
+		sync.Mutex
+		r *Rand
+	}
 )
-
-func init() { shards.Store(&noShard) }
-
-// growShards makes sure there is a state for every P.
-func growShards() {
-	growMu.Lock()
-	defer growMu.Unlock()
-	old := *shards.Load()
-	n := max(runtime.GOMAXPROCS(0), len(old))
-	if n == len(old) {
-		return
-	}
-	sh := make([]*state, n)
-	copy(sh, old)
-	for i := len(old); i < n; i++ {
-		sh[i] = mem.get()
-	}
-	shards.Store(&sh)
-}
 
 // Uint64 returns a uniformly distributed random 64-bit value. It is safe
 // for concurrent use.
 func Uint64() uint64 {
 	for {
-		src := current.Load()
-		g, v := src.generation()
 		pid := procPin()
-		if sh := *shards.Load(); pid < len(sh) && sh[pid].valid(src, g, v) {
-			s := sh[pid]
-			if s.off > bufSize-8 {
-				s.refill()
+		if pid < maxShards {
+			if h := shards[pid].Load(); h != nil {
+				s, gp, vp := h.s, h.genp.Load(), h.vmcp.Load()
+				g, v := load(gp, vp)
+				if s.valid(g, v) {
+					if s.off > bufSize-8 {
+						s.refill()
+					}
+					x := s.uint64()
+					procUnpin()
+					if unchanged(gp, vp, g, v) {
+						return x
+					}
+					continue
+				}
 			}
-			x := s.uint64()
-			procUnpin()
-			if src.unchanged(g, v) {
-				return x
-			}
-			continue
 		}
 		procUnpin()
-		if reseedShard(src, pid) == kernel {
+		switch sharedSlow(pid) {
+		case kernel:
 			var b [8]byte
 			kernelRead(b[:])
 			return binary.LittleEndian.Uint64(b[:])
+		case overflowed:
+			overflow.Lock()
+			x := overflow.r.Uint64()
+			overflow.Unlock()
+			return x
 		}
 	}
 }
@@ -82,55 +77,79 @@ func Uint64() uint64 {
 // safe for concurrent use.
 func Read(b []byte) (int, error) {
 	for {
-		src := current.Load()
-		g, v := src.generation()
 		pid := procPin()
-		sh := *shards.Load()
-		if pid >= len(sh) || !sh[pid].valid(src, g, v) {
-			procUnpin()
-			if reseedShard(src, pid) == kernel {
-				kernelRead(b)
-				return len(b), nil
-			}
-			continue
-		}
-		s := sh[pid]
-		if len(b) >= bulkMin {
-			// Take a one-time key and generate unpinned.
-			var key [keySize]byte
-			s.takeKey(&key)
-			procUnpin()
-			bulk(b, &key)
-		} else {
-			for rest := b; len(rest) > 0; {
-				if s.avail() == 0 {
-					s.refill()
+		if pid < maxShards {
+			if h := shards[pid].Load(); h != nil {
+				s, gp, vp := h.s, h.genp.Load(), h.vmcp.Load()
+				g, v := load(gp, vp)
+				if s.valid(g, v) {
+					if len(b) >= bulkMin {
+						// Take a one-time key and generate unpinned.
+						var key [keySize]byte
+						s.takeKey(&key)
+						procUnpin()
+						bulk(b, &key)
+					} else {
+						fill(s, b)
+						procUnpin()
+					}
+					if unchanged(gp, vp, g, v) {
+						return len(b), nil
+					}
+					clear(b) // produced across a bump: never returned
+					continue
 				}
-				rest = rest[s.take(rest):]
 			}
-			procUnpin()
 		}
-		if src.unchanged(g, v) {
+		procUnpin()
+		switch sharedSlow(pid) {
+		case kernel:
+			kernelRead(b)
+			return len(b), nil
+		case overflowed:
+			overflow.Lock()
+			overflow.r.Read(b)
+			overflow.Unlock()
 			return len(b), nil
 		}
-		clear(b) // produced across a bump: never returned
 	}
 }
 
-// reseedShard seeds the calling P's state for src (unpinned while it gets
-// the key), or says to use the kernel.
-func reseedShard(src *source, pid int) next {
-	if pid >= len(*shards.Load()) {
-		growShards()
+// overflowed tells a caller on a P beyond maxShards to use the shared
+// overflow generator.
+const overflowed next = -1
+
+// sharedSlow prepares the calling P's generator: it creates it, binds it to
+// the current source and reseeds it, getting the key unpinned. pid is the
+// P the caller last ran on; by the time this runs it may run on another,
+// which the caller's retry sorts out.
+func sharedSlow(pid int) next {
+	if pid >= maxShards {
+		overflow.Lock()
+		if overflow.r == nil {
+			overflow.r = New()
+		}
+		overflow.Unlock()
+		return overflowed
 	}
+	if shards[pid].Load() == nil {
+		shardMu.Lock()
+		if shards[pid].Load() == nil {
+			shards[pid].Store(newHot(mem.get()))
+		}
+		shardMu.Unlock()
+		return retry
+	}
+	src := current.Load()
 	var key [keySize]byte
 	g, v, n, ok := freshKey(src, &key)
 	if !ok {
 		return n
 	}
-	pid = procPin()
-	if sh := *shards.Load(); pid < len(sh) && !sh[pid].valid(src, g, v) {
-		sh[pid].seed(&key, g, v, src.id)
+	if pid = procPin(); pid < maxShards {
+		if h := shards[pid].Load(); h != nil && h.bind() == src && !h.s.valid(g, v) {
+			h.s.seed(&key, g, v)
+		}
 	}
 	procUnpin()
 	clear(key[:])

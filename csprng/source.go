@@ -40,13 +40,12 @@ func (m Mode) String() string {
 }
 
 // source is where the hot path reads the generation. Sources are
-// immutable once published in current, and never freed: a goroutine may
-// still hold an old one (its words stay mapped) after a switch.
+// immutable once published in current (but for retire), and their words
+// are never unmapped: a hot path may still load them after a switch.
 type source struct {
-	id   uint64  // unique, never 0; a switch of source reseeds every state
 	mode Mode    //
 	gen  *uint64 // the generation word; it reads 0 while no source exists
-	vmc  *uint64 // the hypervisor's VMClock counter, or zeroWord
+	vmc  *uint64 // the hypervisor's VMClock counter, or nil
 
 	page   *shm.Page       // ModeProvider: the generation page
 	client *runtime.Client // ModeProvider: the connection to the provider
@@ -61,13 +60,12 @@ var (
 	// current is the source in use. It is never nil: until the first call
 	// starts the real selection, it is a ModeKernel source.
 	current atomic.Pointer[source]
-	lastID  atomic.Uint64
 )
 
 func init() { current.Store(newSource(ModeKernel)) }
 
 func newSource(m Mode) *source {
-	s := &source{id: lastID.Add(1), mode: m, gen: &zeroWord, vmc: &zeroWord}
+	s := &source{mode: m, gen: &zeroWord}
 	if m == ModeFollower {
 		s.local = 1
 		s.gen = &s.local
@@ -75,15 +73,42 @@ func newSource(m Mode) *source {
 	return s
 }
 
-// generation loads the source's generation and VMClock counter.
-func (s *source) generation() (gen, vmc uint64) {
-	return atomic.LoadUint64(s.gen), atomic.LoadUint64(s.vmc)
+// retire makes the source's generation read 0 from then on, for every hot
+// path that cached its word, so that they all fall to the slow path and
+// bind to the source that replaced this one. Call it after storing the
+// replacement in current.
+func (s *source) retire() {
+	switch s.mode {
+	case ModeProvider:
+		_ = s.page.Retire() // the mapping stays, as a zero page
+	case ModeFollower:
+		atomic.StoreUint64(&s.local, 0)
+		if s.stop != nil {
+			s.stop()
+		}
+	}
 }
 
-// seedKey fills key from the kernel. Tests replace it to make output
-// reproducible; it is not reachable from the public API. It is called for
-// generation g of the source it reseeds from.
-var seedKey = func(g uint64, key *[keySize]byte) { kernelRead(key[:]) }
+// generation loads the source's generation and VMClock counter.
+func (s *source) generation() (gen, vmc uint64) { return load(s.gen, s.vmc) }
+
+// load reads a generation word and a VMClock counter word (nil: none).
+func load(gp, vp *uint64) (g, v uint64) {
+	g = atomic.LoadUint64(gp)
+	if vp != nil {
+		v = atomic.LoadUint64(vp)
+	}
+	return g, v
+}
+
+// seedKey returns a fresh key from the kernel, for generation g of the
+// source being reseeded from. Tests replace it to make output reproducible;
+// it is not reachable from the public API. The key is returned by value so
+// that no pointer escapes through the function value (no allocation).
+var seedKey = func(g uint64) (key [keySize]byte) {
+	kernelRead(key[:])
+	return key
+}
 
 // kernelRead fills b from the kernel's CSPRNG. crypto/rand.Read is
 // getrandom(2) — through the vDSO on Linux 6.11 and later, which the kernel
@@ -130,6 +155,7 @@ func monitor(ctx context.Context, src *source) {
 			// wipes our regions. Stop trusting it at once, then find the
 			// best remaining source.
 			current.Store(newSource(ModeKernel))
+			src.retire()
 			src = selectSource()
 			current.Store(src)
 			continue
@@ -141,9 +167,7 @@ func monitor(ctx context.Context, src *source) {
 		}
 		if p := attachProvider(""); p != nil {
 			current.Store(p)
-			if src.stop != nil {
-				src.stop()
-			}
+			src.retire()
 			src = p
 		}
 	}

@@ -75,23 +75,23 @@ func TestProviderModeWipesState(t *testing.T) {
 		t.Fatal("the state was not placed in a provider wipe region")
 	}
 	first := r.Uint64()
-	if r.s.gen != 1 || r.s.src != src.id {
-		t.Fatalf("state seeded for generation %d source %d", r.s.gen, r.s.src)
+	if g := ^r.h.s.inv; g != 1 {
+		t.Fatalf("state seeded for generation %d, want 1", g)
 	}
 	if _, err := tp.Bump(shm.ReasonForced, 0); err != nil {
 		t.Fatal(err)
 	}
 	// No call into the generator: the provider wiped key and buffer.
-	if r.s.gen != 0 || r.s.src != 0 {
-		t.Fatalf("state header after the bump: gen %d src %d, want zeroes", r.s.gen, r.s.src)
+	if r.h.s.inv != 0 || r.h.s.off != 0 {
+		t.Fatalf("state header after the bump: %#x %d, want zeroes", r.h.s.inv, r.h.s.off)
 	}
-	for i, b := range r.s.buf {
+	for i, b := range r.h.s.buf {
 		if b != 0 {
 			t.Fatalf("buffer byte %d = %#x after the bump: not wiped", i, b)
 		}
 	}
-	if r.Uint64() == first || r.s.gen != 2 || seeds.count() != 2 {
-		t.Fatalf("after the bump: state generation %d, %d seeds", r.s.gen, seeds.count())
+	if r.Uint64() == first || ^r.h.s.inv != 2 || seeds.count() != 2 {
+		t.Fatalf("after the bump: state generation %d, %d seeds", ^r.h.s.inv, seeds.count())
 	}
 }
 

@@ -24,17 +24,22 @@ var zeroNonce [12]byte // each key is used once, so a constant nonce is safe
 
 // state is one generator. It lives in memory that is zeroed when the
 // machine is restored (a provider's wipe region) or when the process forks
-// (MADV_WIPEONFORK), never on the Go heap. A zeroed state has gen 0, which
-// no source ever reports for a seeded state, so a wiped state always fails
-// the generation check and is reseeded.
+// (MADV_WIPEONFORK), never on the Go heap.
+//
+// The generation is stored complemented: a zeroed state — fresh, or wiped
+// by a provider or on fork — then stands for generation 2^64-1, which no
+// source ever shows (0 means "no source", and providers stop below
+// 2^64-1), so it always fails the generation check and is reseeded.
 type state struct {
-	gen uint64 // the generation the state was seeded in; 0: unseeded or wiped
+	inv uint64 // ^generation the state was seeded in
 	vmc uint64 // the VMClock counter when seeded (0 without VMClock)
-	src uint64 // the id of the source the state was seeded from
 	off uint64 // next unread byte of buf; keySize <= off <= bufSize
-	_   [hdrSize - 32]byte
+	_   [hdrSize - 24]byte
 	buf [bufSize]byte // buf[:keySize] is the next key
 }
+
+// valid reports whether s was seeded for generation g and VMClock counter v.
+func (s *state) valid(g, v uint64) bool { return ^g == s.inv && v == s.vmc }
 
 func init() {
 	// The header layout is assumed by slot arithmetic.
@@ -51,12 +56,13 @@ func stateAt(slot []byte) *state {
 	return (*state)(unsafe.Pointer(&slot[0]))
 }
 
-// seed installs a fresh key for generation g of source src and refills.
-func (s *state) seed(key *[keySize]byte, g, vmc, src uint64) {
+// seed installs a fresh key for generation g (VMClock counter vmc) and
+// refills.
+func (s *state) seed(key *[keySize]byte, g, vmc uint64) {
 	copy(s.buf[:keySize], key[:])
 	clear(key[:])
 	s.refill()
-	s.gen, s.vmc, s.src = g, vmc, src
+	s.inv, s.vmc = ^g, vmc
 }
 
 // refill replaces the buffer with keystream from the key it holds.

@@ -171,9 +171,12 @@ func (p *Provider) Bump(reason shm.Reason, min uint64) (uint64, error) {
 	if p.closed {
 		return 0, errors.New("provider is shutting down")
 	}
+	// The generation stops below 2^64-1: clients reserve that value for
+	// "state never seeded" (csprng stores generations complemented, so
+	// that zeroed memory stands for it).
 	cur := p.gen.Load()
-	if cur == math.MaxUint64 {
-		return 0, errors.New("generation counter exhausted")
+	if cur >= math.MaxUint64-1 || min == math.MaxUint64 {
+		return 0, fmt.Errorf("generation %d cannot be reached: generations stop at 2^64-2", max(min, cur+1))
 	}
 	next := max(min, cur+1)
 	p.page.Publish(shm.Update{

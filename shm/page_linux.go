@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -40,6 +41,23 @@ func mapPageFile(f *os.File) (*Page, error) {
 		return nil, err
 	}
 	return &Page{v: v, unmap: func() error { return unix.Munmap(mem) }}, nil
+}
+
+// Retire replaces the mapping, in place, with a private zero page: from then
+// on the generation reads 0 ("no provider") through every pointer anyone
+// took with GenerationWord, and nothing faults. A client retires the page
+// of a provider that went away, so that hot paths holding its generation
+// word notice without checking anything else.
+func (p *Page) Retire() error {
+	if p.unmap == nil {
+		return nil
+	}
+	_, err := unix.MmapPtr(-1, 0, unsafe.Pointer(&p.v.mem[0]), PageSize,
+		unix.PROT_READ, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_FIXED)
+	if err != nil {
+		return fmt.Errorf("retiring generation page: %w", err)
+	}
+	return nil
 }
 
 // OpenWriter opens the generation page at path for writing, creating it if

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -57,6 +58,32 @@ func TestWriterCreatesReadOnlyPage(t *testing.T) {
 	}
 	if err := p.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
+	}
+}
+
+func TestRetire(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "generation")
+	w, err := OpenWriter(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	w.Publish(Update{Generation: 9}, nil)
+	p, err := MapPage(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	word := p.GenerationWord()
+	if err := p.Retire(); err != nil {
+		t.Fatal(err)
+	}
+	if g := atomic.LoadUint64(word); g != 0 {
+		t.Fatalf("generation word reads %d after Retire, want 0", g)
+	}
+	w.Publish(Update{Generation: 10}, nil)
+	if g := p.Generation(); g != 0 {
+		t.Fatalf("a retired page follows the provider: %d", g)
 	}
 }
 

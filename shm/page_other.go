@@ -17,6 +17,9 @@ func MapPageFile(f *os.File) (*Page, error) {
 	return nil, fmt.Errorf("mapping generation page: %w", ErrNotSupported)
 }
 
+// Retire does nothing on this system: no page is ever mapped.
+func (p *Page) Retire() error { return nil }
+
 // OpenWriter is not supported on this system.
 func OpenWriter(path string) (*Writer, error) {
 	return nil, fmt.Errorf("opening generation page: %w", ErrNotSupported)
