@@ -20,8 +20,11 @@ run: build
 test: lint
 	$(GO) test -race -count=1 -timeout 10m $(PKGS)
 
+# The side-by-side harness: csprng against crypto/rand, math/rand/v2 and
+# x/crypto/chacha20, the generation check, reseeding and the latency
+# figures; writes bench/results/latest.md and latest.svg.
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+	$(GO) run ./bench/harness -out bench/results
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./runtime

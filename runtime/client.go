@@ -138,7 +138,8 @@ type Watcher struct {
 	seen   uint64 // the generation Next last returned (or the one at Watch)
 	latest uint64 // the newest generation the provider announced
 	wake   chan struct{}
-	efd    eventFD
+	efd    eventFD // made by Fd; fd -1 until then
+	closed bool
 }
 
 // Generation returns the newest generation the provider announced.
@@ -175,8 +176,31 @@ func (w *Watcher) Next(ctx context.Context) (uint64, error) {
 // Fd returns a descriptor for event loops (poll, epoll): it is readable
 // while a generation newer than the last one Next returned is pending, or
 // once the provider has gone away. Call Next (which then does not block) to
-// consume it. The descriptor belongs to the Watcher.
-func (w *Watcher) Fd() int { return w.efd.fd }
+// consume it. The descriptor belongs to the Watcher. It is made on the
+// first call: watchers that only use Next pay no system call per event.
+func (w *Watcher) Fd() (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return -1, fmt.Errorf("watcher: %w", ErrProviderGone)
+	}
+	if w.efd.fd < 0 {
+		efd, err := newEventFD()
+		if err != nil {
+			return -1, err
+		}
+		w.efd = efd
+		select {
+		case <-w.ctl.done:
+			w.efd.signal()
+		default:
+			if w.latest > w.seen {
+				w.efd.signal()
+			}
+		}
+	}
+	return w.efd.fd, nil
+}
 
 // Ack acknowledges gen, which must be the current generation; any other
 // value is refused with an error matching ErrBadAck and changes nothing.
@@ -201,6 +225,7 @@ func (w *Watcher) Close() error {
 	w.ctl.close()
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.closed = true
 	return w.efd.close()
 }
 

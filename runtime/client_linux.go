@@ -36,14 +36,10 @@ func Attach(dir string) (*Client, error) {
 // Watch registers a new watcher on its own connection. The watcher is up to
 // date with the generation current when Watch returns.
 func (c *Client) Watch(ctx context.Context) (*Watcher, error) {
-	efd, err := newEventFD()
-	if err != nil {
-		return nil, err
-	}
-	w := &Watcher{wake: make(chan struct{}, 1), efd: efd}
+	w := &Watcher{wake: make(chan struct{}, 1), efd: eventFD{-1}}
+	var err error
 	w.ctl, err = dialCtl(c.dir, w.announce, w.gone)
 	if err != nil {
-		efd.close()
 		return nil, err
 	}
 	r, err := w.ctl.call(ctx, msgWatch, nil)

@@ -37,6 +37,8 @@ func (*ctlConn) error() error                       { return ErrNotSupported }
 
 type eventFD struct{ fd int }
 
+func newEventFD() (eventFD, error) { return eventFD{-1}, ErrNotSupported }
+
 func (*eventFD) signal()      {}
 func (*eventFD) drain()       {}
 func (*eventFD) close() error { return nil }

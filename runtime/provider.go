@@ -78,9 +78,10 @@ type peer struct {
 	pid    int32
 	mayBmp bool // decided at connect time from the peer's credentials
 
-	wmu    sync.Mutex    // serialises writes to conn
-	notify chan struct{} // capacity 1: a generation event is pending
-	done   chan struct{} // closed when the peer is dropped
+	wmu      sync.Mutex    // serialises writes to conn
+	deadline time.Time     // conn's write deadline; under wmu
+	notify   chan struct{} // capacity 1: a generation event is pending
+	done     chan struct{} // closed when the peer is dropped
 
 	// Under Provider.mu.
 	watcher bool
@@ -387,11 +388,17 @@ func (p *Provider) drop(c *peer) {
 }
 
 // send writes one message (with descriptors in oob, if any) to c. On
-// failure it drops c and reports false.
+// failure it drops c and reports false. Every write has at least half of
+// writeTimeout to complete; the deadline is moved only when it gets closer
+// than that, because moving it costs a timer update per message (a bump to
+// a thousand watchers is a thousand messages).
 func (p *Provider) send(c *peer, msg, oob []byte) bool {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	_ = c.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
+	if now := time.Now(); c.deadline.Sub(now) < writeTimeout/2 {
+		c.deadline = now.Add(writeTimeout)
+		_ = c.conn.SetWriteDeadline(c.deadline)
+	}
 	if _, _, err := c.conn.WriteMsgUnix(msg, oob, nil); err != nil {
 		go p.drop(c)
 		return false

@@ -281,8 +281,12 @@ func TestWatcherFdPollable(t *testing.T) {
 	dir := t.TempDir()
 	tp := startProvider(t, dir)
 	w := watch(t, attach(t, dir))
+	fd, err := w.Fd()
+	if err != nil {
+		t.Fatal(err)
+	}
 	readable := func(timeout time.Duration) bool {
-		fds := []unix.PollFd{{Fd: int32(w.Fd()), Events: unix.POLLIN}}
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
 		n, err := unix.Poll(fds, int(timeout.Milliseconds()))
 		if err != nil && !errors.Is(err, unix.EINTR) {
 			t.Fatal(err)
