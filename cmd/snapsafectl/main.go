@@ -43,6 +43,7 @@ commands:
   watch [--ack] [--exec CMD] [--count K] [--timeout D]
                                   print each new generation; run CMD, then ack
   wait [--timeout D]              wait until no watcher is outdated
+  bench [--time D]                measure the probe and csprng against crypto/rand here
 
 exit codes: 0 ok, 1 error, 2 usage, 3 timed out, 4 newer generation, 5 not permitted, 6 no provider
 `
@@ -79,10 +80,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		"bump":   c.bump,
 		"watch":  c.watch,
 		"wait":   c.wait,
+		"bench":  c.bench,
 	}
 	cmd, ok := cmds[fs.Arg(0)]
 	if !ok {
-		fmt.Fprintf(stderr, "snapsafectl: unknown command %q: use status, bump, watch or wait (see -h)\n", fs.Arg(0))
+		fmt.Fprintf(stderr, "snapsafectl: unknown command %q: use status, bump, watch, wait or bench (see -h)\n", fs.Arg(0))
 		return exitUsage
 	}
 	return cmd(fs.Args()[1:])

@@ -444,3 +444,14 @@ func TestIntegrationKmsgBump(t *testing.T) {
 		t.Fatalf("status after kernel-log bumps:\n%s", out)
 	}
 }
+
+func TestBench(t *testing.T) {
+	dir := stateDir(t)
+	out, errs, code := ctl(t, dir, "bench", "--time", "5ms")
+	if code != 0 || !strings.Contains(out, "csprng.Uint64") || !strings.Contains(out, "no provider") {
+		t.Fatalf("bench exited %d:\n%s%s", code, out, errs)
+	}
+	if _, _, code := ctl(t, dir, "bench", "--time", "0s"); code != 2 {
+		t.Fatalf("bench --time 0s exited %d, want 2", code)
+	}
+}
