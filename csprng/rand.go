@@ -30,6 +30,23 @@ func New() *Rand {
 // Uint64 returns a uniformly distributed random 64-bit value.
 func (r *Rand) Uint64() uint64 {
 	h := &r.h
+	s, gp, vp := h.s, h.genp.Load(), h.vmcp.Load()
+	g, v := load(gp, vp)
+	if s.valid(g, v) && s.off <= bufSize-8 {
+		x := s.uint64()
+		if unchanged(gp, vp, g, v) {
+			return x
+		}
+	}
+	return r.uint64Slow()
+}
+
+// uint64Slow is Uint64 when the state needs a refill or a reseed, or a
+// bump landed: kept out of line so that the fast path stays small.
+//
+//go:noinline
+func (r *Rand) uint64Slow() uint64 {
+	h := &r.h
 	for {
 		s, gp, vp := h.s, h.genp.Load(), h.vmcp.Load()
 		g, v := load(gp, vp)
