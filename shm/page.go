@@ -3,7 +3,6 @@ package shm
 import (
 	"encoding/binary"
 	"fmt"
-	"runtime"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -55,17 +54,24 @@ type Snapshot struct {
 
 // Seqlock read bounds. A write section is a handful of stores plus the
 // zeroing of wipe regions (bounded by MaxRegionBytes), so it lasts
-// microseconds; a reader that sees it odd for much longer than maxWait is
-// looking at a provider that died mid-bump and must not spin forever.
+// microseconds — unless the provider is descheduled inside it, which on a
+// loaded one-CPU guest can take tens of milliseconds. A reader that sees
+// it open for maxWait is looking at a provider that died mid-bump and must
+// not wait forever.
 const (
 	spinTries = 100
-	maxWait   = 50 * time.Millisecond
+	maxWait   = 500 * time.Millisecond
+	maxSleep  = time.Millisecond
 )
 
 // backoff paces a reader that waits for a write section to close: it spins
-// briefly, then yields, and gives up after maxWait.
+// briefly, then sleeps, doubling the sleep up to maxSleep, and gives up
+// after maxWait. Sleeping matters: the provider that holds the section
+// open may need this very CPU to finish it (runtime.Gosched would not give
+// the CPU to another process).
 type backoff struct {
 	tries    int
+	sleep    time.Duration
 	deadline time.Time
 }
 
@@ -77,10 +83,12 @@ func (b *backoff) wait() bool {
 		return true
 	case b.deadline.IsZero():
 		b.deadline = time.Now().Add(maxWait)
+		b.sleep = time.Microsecond
 	case time.Now().After(b.deadline):
 		return false
 	}
-	runtime.Gosched()
+	time.Sleep(b.sleep)
+	b.sleep = min(2*b.sleep, maxSleep)
 	return true
 }
 
