@@ -1,6 +1,7 @@
 // Package console parses the serial console of an end-to-end test guest:
 // lines tagged "[name] " by the guest's /init (see e2e/initramfs), the
-// guestclient's records and kernel log records copied from /dev/kmsg.
+// guestclient's and the guestwaiter's records and kernel log records copied
+// from /dev/kmsg.
 //
 // Parsers here are pure: the driver reads the console file, these functions
 // turn its bytes into values.
@@ -64,28 +65,23 @@ func Parse(data []byte) []Line {
 
 // Client is one line of the guestclient.
 type Client struct {
-	T       time.Duration // the guest's CLOCK_BOOTTIME when the line was made
-	Gen     uint64        // the snapsafe generation the client saw
-	CSPRNG  string        // hex output of the csprng package, "-" when absent
-	Control string        // hex output of a generator that ignores snapshots
+	// T is the guest's CLOCK_MONOTONIC just after the line's bytes were
+	// drawn: the clock of the provider's bump time (the page's Mono).
+	T      time.Duration
+	Gen    uint64 // csprng.Generation(), read before the bytes were drawn
+	Mode   string // csprng.CurrentMode(): provider, follower or kernel
+	CSPRNG string // hex output of the csprng package
+	// Control is hex output of a generator that ignores snapshots.
+	Control string
 }
 
 // ParseClient parses a guestclient line such as
-// "T=8123456789 gen=0 csprng=- control=00112233445566778899aabbccddeeff".
+// "T=8123456789 gen=1 mode=provider csprng=00112233 control=44556677".
 // Keys it does not know are ignored, so the client can grow fields.
 func ParseClient(text string) (Client, error) {
-	kv := map[string]string{}
-	for _, f := range strings.Fields(text) {
-		k, v, ok := strings.Cut(f, "=")
-		if !ok {
-			return Client{}, fmt.Errorf("client line %q: field %q is not key=value", text, f)
-		}
-		kv[k] = v
-	}
-	for _, k := range []string{"T", "gen", "csprng", "control"} {
-		if _, ok := kv[k]; !ok {
-			return Client{}, fmt.Errorf("client line %q: no %s=", text, k)
-		}
+	kv, err := fields("client", text, "T", "gen", "mode", "csprng", "control")
+	if err != nil {
+		return Client{}, err
 	}
 	t, err := strconv.ParseInt(kv["T"], 10, 64)
 	if err != nil || t < 0 {
@@ -95,13 +91,32 @@ func ParseClient(text string) (Client, error) {
 	if err != nil {
 		return Client{}, fmt.Errorf("client line %q: bad gen: %w", text, err)
 	}
-	if kv["csprng"] != "-" && !isHex(kv["csprng"]) {
-		return Client{}, fmt.Errorf("client line %q: csprng is neither hex nor -", text)
+	if !isHex(kv["csprng"]) {
+		return Client{}, fmt.Errorf("client line %q: csprng is not hex", text)
 	}
 	if !isHex(kv["control"]) {
 		return Client{}, fmt.Errorf("client line %q: control is not hex", text)
 	}
-	return Client{T: time.Duration(t), Gen: gen, CSPRNG: kv["csprng"], Control: kv["control"]}, nil
+	return Client{T: time.Duration(t), Gen: gen, Mode: kv["mode"], CSPRNG: kv["csprng"], Control: kv["control"]}, nil
+}
+
+// fields splits a line of space-separated key=value fields and checks that
+// the required keys are there; what names the kind of line in errors.
+func fields(what, text string, required ...string) (map[string]string, error) {
+	kv := map[string]string{}
+	for _, f := range strings.Fields(text) {
+		k, v, ok := strings.Cut(f, "=")
+		if !ok {
+			return nil, fmt.Errorf("%s line %q: field %q is not key=value", what, text, f)
+		}
+		kv[k] = v
+	}
+	for _, k := range required {
+		if _, ok := kv[k]; !ok {
+			return nil, fmt.Errorf("%s line %q: no %s=", what, text, k)
+		}
+	}
+	return kv, nil
 }
 
 func isHex(s string) bool {

@@ -6,8 +6,9 @@ import (
 )
 
 // capture is the start and a later part of a real source console (QEMU 7.2,
-// Debian 6.12 guest), then a clone's first lines, then a line QEMU was still
-// writing, and a kernel console line as a quiet kernel prints a warning.
+// Debian 6.12 guest, the stand-in client's lines), then a clone's first
+// lines, then a line QEMU was still writing, and a kernel console line as a
+// quiet kernel prints a warning.
 const capture = "[init] starting 2 programs\r\n" +
 	"[init] started\r\n" +
 	"[kmsg] 6,1,0,-;Command line: console=ttyS0 quiet panic=-1\r\n" +
@@ -62,35 +63,78 @@ func TestValidTag(t *testing.T) {
 }
 
 func TestParseClient(t *testing.T) {
-	c, err := ParseClient("T=3735113230 gen=0 csprng=- control=cb5d414c7989dd6d899f6b82b7adc64e")
+	// A real line (Debian 6.1 guest, after the restore).
+	c, err := ParseClient("T=4409392486 gen=2 mode=provider csprng=9018d500a1ca58a74e21cc8eaac5c68d control=4178138b09682436c4886a91f5035a7e")
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Client{T: 3735113230, Gen: 0, CSPRNG: "-", Control: "cb5d414c7989dd6d899f6b82b7adc64e"}
+	want := Client{T: 4409392486, Gen: 2, Mode: "provider", CSPRNG: "9018d500a1ca58a74e21cc8eaac5c68d", Control: "4178138b09682436c4886a91f5035a7e"}
 	if c != want {
 		t.Errorf("got %+v, want %+v", c, want)
 	}
-	// The fields the real csprng will fill in, and a field added later.
-	c, err = ParseClient("T=9 gen=18446744073709551615 csprng=00ff control=0a extra=1")
+	// A field added later is ignored.
+	c, err = ParseClient("T=9 gen=18446744073709551615 mode=kernel csprng=00ff control=0a extra=1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (Client{T: 9, Gen: 1<<64 - 1, CSPRNG: "00ff", Control: "0a"}); c != want {
+	if want := (Client{T: 9, Gen: 1<<64 - 1, Mode: "kernel", CSPRNG: "00ff", Control: "0a"}); c != want {
 		t.Errorf("got %+v, want %+v", c, want)
 	}
 	for _, bad := range []string{
 		"",
 		"exited with status 1",
-		"T=1 gen=0 csprng=-",                    // no control
-		"T=-1 gen=0 csprng=- control=00",        // negative time
-		"T=1 gen=x csprng=- control=00",         // bad generation
-		"T=1 gen=0 csprng=xyz control=00",       // csprng neither hex nor -
-		"T=1 gen=0 csprng=- control=",           // empty control
-		"T=1 gen=0 csprng=- control=0",          // odd hex
-		"T=3735113230 gen=0 csprng=- cont[    ", // garbled by a kernel line
+		"T=1 gen=0 mode=provider csprng=00", // no control
+		"T=1 gen=0 csprng=00 control=00",    // no mode
+		"T=-1 gen=0 mode=provider csprng=00 control=00",        // negative time
+		"T=1 gen=x mode=provider csprng=00 control=00",         // bad generation
+		"T=1 gen=0 mode=provider csprng=- control=00",          // csprng not hex
+		"T=1 gen=0 mode=provider csprng=00 control=",           // empty control
+		"T=1 gen=0 mode=provider csprng=00 control=0",          // odd hex
+		"T=4409392486 gen=2 mode=provider csprng=90 cont[    ", // garbled by a kernel line
 	} {
 		if _, err := ParseClient(bad); err == nil {
 			t.Errorf("ParseClient(%q) succeeded", bad)
+		}
+	}
+}
+
+func TestParseWaiter(t *testing.T) {
+	// Real records (Debian 6.1 guest: the source, then a clone).
+	for _, tc := range []struct {
+		in   string
+		want Waiter
+	}{
+		{"ready gen=1 watchers=1", Waiter{Event: WaiterReady, Gen: 1, Watchers: 1}},
+		{"bump gen=2 reason=acpi mono=4355851515", Waiter{Event: WaiterBump, Gen: 2, Reason: "acpi", Mono: 4355851515}},
+		{"wait gen=2 exit=0", Waiter{Event: WaiterWait, Gen: 2}},
+		{"wait gen=3 exit=4 extra=1", Waiter{Event: WaiterWait, Gen: 3, Exit: 4}},
+	} {
+		if !IsWaiterRecord(tc.in) {
+			t.Errorf("IsWaiterRecord(%q) = false", tc.in)
+		}
+		got, err := ParseWaiter(tc.in)
+		if err != nil || got != tc.want {
+			t.Errorf("ParseWaiter(%q) = %+v, %v; want %+v", tc.in, got, err, tc.want)
+		}
+	}
+	for _, other := range []string{"snapsafectl wait: timed out after 10s: ...", "exited with status 1", "waiting", ""} {
+		if IsWaiterRecord(other) {
+			t.Errorf("IsWaiterRecord(%q) = true", other)
+		}
+	}
+	for _, bad := range []string{
+		"ready gen=1",                     // no watchers
+		"bump gen=2 reason=acpi",          // no mono
+		"bump gen=2 reason=acpi mono=-1",  // negative time
+		"wait gen=x exit=0",               // bad generation
+		"wait gen=2 exit=zero",            // bad exit code
+		"wait gen=2 exit",                 // not key=value
+		"other gen=1",                     // unknown event
+		"ready gen=1 watchers=1.5",        // bad count
+		"bump gen=2 reason=acpi mono=4e9", // not an integer
+	} {
+		if _, err := ParseWaiter(bad); err == nil {
+			t.Errorf("ParseWaiter(%q) succeeded", bad)
 		}
 	}
 }

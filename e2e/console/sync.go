@@ -8,10 +8,10 @@ import (
 )
 
 // SyncPrefix starts the kernel log records the guestclient writes through
-// /dev/kmsg: SyncPrefix followed by its CLOCK_BOOTTIME in nanoseconds.
+// /dev/kmsg: SyncPrefix followed by its CLOCK_MONOTONIC in nanoseconds.
 //
 // The kernel stamps log records with its scheduler clock, which runs at a
-// slightly different rate from CLOCK_BOOTTIME (under QEMU's TCG both count
+// slightly different rate from CLOCK_MONOTONIC (under QEMU's TCG both count
 // TSC ticks, converted with two calibrations 0.08% apart) and from another
 // origin; the records pair the two clocks so that kernel records, such as the
 // fork record, can be placed among the client's lines.
@@ -21,7 +21,7 @@ const SyncPrefix = "guestclient: T="
 // moment.
 type ClockSync struct {
 	Kernel time.Duration // the record's kernel timestamp
-	T      time.Duration // the client's CLOCK_BOOTTIME
+	T      time.Duration // the client's CLOCK_MONOTONIC
 }
 
 // ParseClockSync returns the clock sync a record carries. Only records of

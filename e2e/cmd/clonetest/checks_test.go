@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"slices"
@@ -12,7 +13,8 @@ import (
 )
 
 // loadRun builds the observations of a real run (testdata: Debian 6.1 guest
-// on QEMU 7.2 TCG) the way the driver does.
+// on QEMU 7.2 TCG) the way the driver does; the generation IDs and host
+// delays are from that run's log.
 func loadRun(t *testing.T) *observed {
 	t.Helper()
 	read := func(name string) []console.Line {
@@ -22,15 +24,20 @@ func loadRun(t *testing.T) *observed {
 		}
 		return console.Parse(data)
 	}
-	o := &observed{sourceGenID: "90fef689-bb07-48d6-9fc8-c2982a1514ef", sourceLines: read("source")}
+	o := &observed{sourceGenID: "10a35a2a-4252-427d-9775-e315726a0af8", sourceLines: read("source")}
 	recs, err := clientRecords(o.sourceLines, -1)
 	if err != nil {
 		t.Fatal(err)
 	}
 	o.sourceLast = recs[len(recs)-1]
+	ready, err := waiterRecords(o.sourceLines, console.WaiterReady)
+	if err != nil || len(ready) != 1 {
+		t.Fatalf("ready records %v, %v", ready, err)
+	}
+	o.sourceReady = ready[0]
 	o.clones = []clone{
-		{name: "clone-a", genID: "178a8322-698c-4bbd-b7f6-e91e7bfa647b", lines: read("clone-a")},
-		{name: "clone-b", genID: "6410a334-9a8d-4593-9dbb-dbaa19518802", lines: read("clone-b")},
+		{name: "clone-a", genID: "6249df17-8795-45d8-8c72-036a985e4d09", lines: read("clone-a"), bumpSeen: 141 * time.Millisecond},
+		{name: "clone-b", genID: "381d059f-ae15-4bf4-b09a-5f52b43c26c7", lines: read("clone-b"), bumpSeen: 141 * time.Millisecond},
 	}
 	return o
 }
@@ -42,15 +49,18 @@ func TestChecksPassOnRealRun(t *testing.T) {
 			t.Errorf("%s: %v", c.name, err)
 		}
 	}
+	if o.sourceReady != (console.Waiter{Event: console.WaiterReady, Gen: 1, Watchers: 1}) {
+		t.Errorf("source ready = %+v", o.sourceReady)
+	}
 }
 
-// editLines returns a copy of the clone's lines with f applied to each
-// client line (a nil result drops the line).
-func editLines(lines []console.Line, f func(i int, l console.Line) *console.Line) []console.Line {
+// editLines returns a copy of lines with f applied to each line of program
+// prog (a nil result drops the line); i counts that program's lines.
+func editLines(lines []console.Line, prog string, f func(i int, l console.Line) *console.Line) []console.Line {
 	var out []console.Line
 	i := 0
 	for _, l := range lines {
-		if l.Prog != "client" {
+		if l.Prog != prog {
 			out = append(out, l)
 			continue
 		}
@@ -62,6 +72,30 @@ func editLines(lines []console.Line, f func(i int, l console.Line) *console.Line
 	return out
 }
 
+// replaceField returns the line with the value of key replaced.
+func replaceField(l console.Line, key, value string) *console.Line {
+	f := strings.Fields(l.Text)
+	for i, kv := range f {
+		if strings.HasPrefix(kv, key+"=") {
+			f[i] = key + "=" + value
+		}
+	}
+	l.Text = strings.Join(f, " ")
+	return &l
+}
+
+// field returns the value of key in a key=value line.
+func field(l console.Line, key string) string {
+	for _, kv := range strings.Fields(l.Text) {
+		if v, ok := strings.CutPrefix(kv, key+"="); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// Line numbers in the testdata clones: client line 0 still shows
+// generation 1 (drawn before the bump), lines 1 on show generation 2.
 func TestChecksFail(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
@@ -72,9 +106,9 @@ func TestChecksFail(t *testing.T) {
 		{
 			"a clone's control bytes differ",
 			func(o *observed) {
-				o.clones[1].lines = editLines(o.clones[1].lines, func(i int, l console.Line) *console.Line {
+				o.clones[1].lines = editLines(o.clones[1].lines, "client", func(i int, l console.Line) *console.Line {
 					if i == 7 {
-						l.Text = l.Text[:len(l.Text)-32] + strings.Repeat("ab", 16)
+						return replaceField(l, "control", strings.Repeat("ab", 16))
 					}
 					return &l
 				})
@@ -84,7 +118,7 @@ func TestChecksFail(t *testing.T) {
 		{
 			"a clone printed too little",
 			func(o *observed) {
-				o.clones[0].lines = editLines(o.clones[0].lines, func(i int, l console.Line) *console.Line {
+				o.clones[0].lines = editLines(o.clones[0].lines, "client", func(i int, l console.Line) *console.Line {
 					if i >= 10 {
 						return nil
 					}
@@ -98,13 +132,12 @@ func TestChecksFail(t *testing.T) {
 			func(o *observed) {
 				for i := range o.clones {
 					var first string
-					o.clones[i].lines = editLines(o.clones[i].lines, func(j int, l console.Line) *console.Line {
-						k := strings.Index(l.Text, "control=")
+					o.clones[i].lines = editLines(o.clones[i].lines, "client", func(j int, l console.Line) *console.Line {
 						if j == 0 {
-							first = l.Text[k:]
+							first = field(l, "control")
 						}
 						if j == 3 {
-							l.Text = l.Text[:k] + first
+							return replaceField(l, "control", first)
 						}
 						return &l
 					})
@@ -118,9 +151,14 @@ func TestChecksFail(t *testing.T) {
 			checkControlIdentical, "1 clones, want at least 2",
 		},
 		{
+			"one clone, for csprng",
+			func(o *observed) { o.clones = o.clones[:1] },
+			checkCSPRNGDiverges, "1 clones, want at least 2",
+		},
+		{
 			"a garbled client line",
 			func(o *observed) {
-				o.clones[0].lines = editLines(o.clones[0].lines, func(i int, l console.Line) *console.Line {
+				o.clones[0].lines = editLines(o.clones[0].lines, "client", func(i int, l console.Line) *console.Line {
 					if i == 2 {
 						l.Text = l.Text[:20] + "[    3.5] oops"
 					}
@@ -141,12 +179,12 @@ func TestChecksFail(t *testing.T) {
 		{
 			"a fork record written by a process",
 			func(o *observed) {
-				o.clones[0].lines = slices.Clone(o.clones[0].lines)
-				for i, l := range o.clones[0].lines {
+				o.clones[0].lines = editLines(o.clones[0].lines, "kmsg", func(_ int, l console.Line) *console.Line {
 					if strings.HasSuffix(l.Text, forkMessage) {
-						o.clones[0].lines[i].Text = "13" + l.Text[1:] // facility 1, level 5
+						l.Text = "13" + l.Text[1:] // facility 1, level 5
 					}
-				}
+					return &l
+				})
 			},
 			checkForkRecords, "clone-a: 0 kernel records",
 		},
@@ -172,6 +210,141 @@ func TestChecksFail(t *testing.T) {
 			func(o *observed) { o.clones[1].genID = o.clones[0].genID },
 			checkGenerationIDs, "clone-b has the generation ID of clone-a",
 		},
+		{
+			"no bump",
+			func(o *observed) {
+				o.clones[1].lines = editLines(o.clones[1].lines, "waiter", func(_ int, l console.Line) *console.Line {
+					if strings.HasPrefix(l.Text, "bump ") {
+						return nil
+					}
+					return &l
+				})
+			},
+			checkBump, "clone-b: the provider bumped 0 times after the restore, want 1",
+		},
+		{
+			"a forced bump",
+			func(o *observed) {
+				o.clones[0].lines = editLines(o.clones[0].lines, "waiter", func(_ int, l console.Line) *console.Line {
+					return replaceField(l, "reason", "forced")
+				})
+			},
+			checkBump, `reason "forced", want acpi`,
+		},
+		{
+			"a bump not above the source's generation",
+			func(o *observed) { o.sourceReady.Gen = 2 },
+			checkBump, "not above the source's 2",
+		},
+		{
+			"a late bump",
+			func(o *observed) { o.clones[1].bumpSeen = 1500 * time.Millisecond },
+			checkBump, "clone-b: the bump reached the console 1.5s after cont, want within 1s",
+		},
+		{
+			"the clones' csprng output is the same after the bump",
+			func(o *observed) {
+				var a []string
+				editLines(o.clones[0].lines, "client", func(_ int, l console.Line) *console.Line {
+					a = append(a, field(l, "csprng"))
+					return &l
+				})
+				o.clones[1].lines = editLines(o.clones[1].lines, "client", func(i int, l console.Line) *console.Line {
+					if i == 5 {
+						return replaceField(l, "csprng", a[5])
+					}
+					return &l
+				})
+			},
+			checkCSPRNGDiverges, "(generation 2) and by clone-b at T=",
+		},
+		{
+			"a clone repeats the source's csprng output",
+			func(o *observed) {
+				o.clones[0].lines = editLines(o.clones[0].lines, "client", func(i int, l console.Line) *console.Line {
+					if i == 4 {
+						return replaceField(l, "csprng", o.sourceLast.CSPRNG)
+					}
+					return &l
+				})
+			},
+			checkCSPRNGDiverges, "was printed by the source at T=4.264388165s and by clone-a at T=",
+		},
+		{
+			"a client without the provider",
+			func(o *observed) {
+				o.clones[1].lines = editLines(o.clones[1].lines, "client", func(_ int, l console.Line) *console.Line {
+					return replaceField(l, "mode", "kernel")
+				})
+			},
+			checkCSPRNGDiverges, "clone-b: client line T=",
+		},
+		{
+			"too few lines after the bump",
+			func(o *observed) {
+				o.clones[0].lines = editLines(o.clones[0].lines, "client", func(i int, l console.Line) *console.Line {
+					if i > 5 {
+						return replaceField(l, "gen", "1")
+					}
+					return &l
+				})
+			},
+			checkCSPRNGDiverges, "clone-a: 5 client lines after the bump, want at least 10",
+		},
+		{
+			"the wait timed out",
+			func(o *observed) {
+				o.clones[1].lines = editLines(o.clones[1].lines, "waiter", func(_ int, l console.Line) *console.Line {
+					return replaceField(l, "exit", "3")
+				})
+			},
+			checkWait, "clone-b: snapsafectl wait after the bump to 2 exited 3, want 0",
+		},
+		{
+			"no wait result",
+			func(o *observed) {
+				o.clones[0].lines = editLines(o.clones[0].lines, "waiter", func(_ int, l console.Line) *console.Line {
+					if strings.HasPrefix(l.Text, "wait ") {
+						return nil
+					}
+					return &l
+				})
+			},
+			checkWait, "clone-a: 0 results of snapsafectl wait, want 1",
+		},
+		{
+			"no watcher at the snapshot",
+			func(o *observed) { o.sourceReady.Watchers = 0 },
+			checkWait, "no watcher was registered at the snapshot",
+		},
+		{
+			"the watcher was not told",
+			func(o *observed) {
+				o.clones[1].lines = editLines(o.clones[1].lines, "watcher", func(int, console.Line) *console.Line { return nil })
+			},
+			checkWait, "clone-b: the watcher printed generations [], not 2",
+		},
+		{
+			"a bump stamped before the record",
+			func(o *observed) {
+				o.clones[0].lines = editLines(o.clones[0].lines, "waiter", func(_ int, l console.Line) *console.Line {
+					return replaceField(l, "mono", "4300000000")
+				})
+			},
+			checkLatencies, "clone-a: the page's bump (monotonic 4.3s) precedes the fork record",
+		},
+		{
+			"no clock syncs",
+			func(o *observed) {
+				o.sourceLines = editLines(o.sourceLines, "kmsg", func(_ int, l console.Line) *console.Line {
+					if strings.Contains(l.Text, console.SyncPrefix) {
+						return nil
+					}
+					return &l
+				})
+			},
+			checkLatencies, "clone-a: too few clock syncs",
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := loadRun(t)
@@ -184,33 +357,107 @@ func TestChecksFail(t *testing.T) {
 	}
 }
 
-func TestPlaceFork(t *testing.T) {
+func TestMeasure(t *testing.T) {
 	o := loadRun(t)
-	p, err := placeFork(o, o.clones[0])
+	l, err := measure(o, o.clones[0])
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.record.Seq != 365 || p.record.Time != 3285258*time.Microsecond {
-		t.Errorf("record = %+v", p.record)
+	if l.record.Seq != 366 || l.record.Time != 4321520*time.Microsecond {
+		t.Errorf("record = %+v", l.record)
 	}
-	// Between the source's last line and the clone's first, as the clocks
-	// of both stood still in between.
-	if len(p.before) != 2 || p.before[1] != o.sourceLast {
-		t.Errorf("before = %+v, want to end with the snapshot point %+v", p.before, o.sourceLast)
-	}
-	first, err := clientRecords(o.clones[0].lines, -1)
+	// The guest's clocks stood still while it was stopped: the record lies
+	// between the source's last line and the clone's first.
+	recs, err := clientRecords(o.clones[0].lines, -1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(p.after) != 2 || p.after[0] != first[0] {
-		t.Errorf("after = %+v, want to start with the clone's first line %+v", p.after, first[0])
+	if !(o.sourceLast.T < l.recordT && l.recordT < recs[0].T) {
+		t.Errorf("record at T=%v, not between %v and %v", l.recordT, o.sourceLast.T, recs[0].T)
 	}
-	if !(o.sourceLast.T < p.t && p.t < first[0].T) {
-		t.Errorf("fork at T=%v, not between %v and %v", p.t, o.sourceLast.T, first[0].T)
+	if l.resumeToRecord != l.recordT-o.sourceLast.T {
+		t.Errorf("resumeToRecord = %v", l.resumeToRecord)
 	}
+	// The page's monotonic_ns of the bump, from the waiter's record.
+	if want := 4355851515*time.Nanosecond - l.recordT; l.recordToBump != want {
+		t.Errorf("recordToBump = %v, want %v", l.recordToBump, want)
+	}
+	// Client line 0 still shows generation 1; line 1 is the first reseeded.
+	if l.firstReseeded != recs[1] || l.recordToOutput != recs[1].T-l.recordT {
+		t.Errorf("first reseeded %+v after %v, want %+v", l.firstReseeded, l.recordToOutput, recs[1])
+	}
+}
 
-	o.sourceLines = nil // the clone alone has one sync
-	if _, err := placeFork(o, o.clones[0]); err == nil || !strings.Contains(err.Error(), "too few clock syncs") {
-		t.Errorf("err = %v, want too few clock syncs", err)
+func TestCloneDone(t *testing.T) {
+	o := loadRun(t)
+	lines := o.clones[0].lines
+	if !cloneDone(o, lines) {
+		t.Error("a complete clone is not done")
+	}
+	without := func(prefix string) []console.Line {
+		return slices.DeleteFunc(slices.Clone(lines), func(l console.Line) bool { return strings.HasPrefix(l.Text, prefix) })
+	}
+	for what, l := range map[string][]console.Line{
+		"the fork record":   without("5,366,"),
+		"the wait's result": without("wait "),
+		"the clock sync":    without("14,367,"),
+		"enough client lines": editLines(lines, "client", func(i int, l console.Line) *console.Line {
+			if i >= minAfter-1 {
+				return nil
+			}
+			return &l
+		}),
+		"enough reseeded lines": editLines(lines, "client", func(i int, l console.Line) *console.Line {
+			if i >= minReseeded {
+				return replaceField(l, "gen", "1")
+			}
+			return &l
+		}),
+	} {
+		if len(l) == len(lines) && what != "enough reseeded lines" {
+			t.Fatalf("removing %s removed nothing", what)
+		}
+		if cloneDone(o, l) {
+			t.Errorf("done without %s", what)
+		}
+	}
+}
+
+func TestSummary(t *testing.T) {
+	var b bytes.Buffer
+	printSummary(&b, "6.1.0-56-amd64", loadRun(t))
+	out := b.String()
+	for _, want := range []string{
+		"summary, guest kernel 6.1.0-56-amd64",
+		"generation: source 1 at the snapshot; clone-a 1 -> 2 (reason acpi); clone-b 1 -> 2 (reason acpi)",
+		"snapsafectl wait after the bump: clone-a exit 0, clone-b exit 0",
+		"uevents after the resume: clone-a none, clone-b none",
+		"cont -> bump on the console (host)        141ms       141ms",
+		"fork record -> page bump (guest)",
+		// The first line after the resume came before the bump: the same
+		// in both clones; then they differ, and the control never does.
+		"+1   1   0f04c9d5b9bf9e46a5fda1e78fe5c13f 1   0f04c9d5b9bf9e46a5fda1e78fe5c13f same*   ff1d9e41db7465b1f0fee533d0f8522f identical",
+		"+2   2   9018d500a1ca58a74e21cc8eaac5c68d 2   8802a046c44392d6a5ef19979c5ea6ff differ  4178138b09682436c4886a91f5035a7e identical",
+		"+4   2   ",
+		"* drawn with generation 1, after the resume but before the provider's bump",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("summary lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "+5 ") || strings.Contains(out, "cannot summarize") {
+		t.Errorf("summary:\n%s", out)
+	}
+}
+
+func TestSummaryUevent(t *testing.T) {
+	o := loadRun(t)
+	// As a 6.8 kernel would send it on a restore.
+	ev := "ACTION=change DEVPATH=/devices/platform/QEMUVGID:00 SUBSYSTEM=platform NEW_VMGENID=1"
+	o.clones[1].lines = append(slices.Clone(o.clones[1].lines), console.Line{Prog: "uevent", Text: ev}, console.Line{Prog: "uevent", Text: "exited with status 0"})
+	var b bytes.Buffer
+	printSummary(&b, "6.8", o)
+	if want := "uevents after the resume: clone-a none, clone-b " + ev + "\n"; !strings.Contains(b.String(), want) {
+		t.Errorf("summary lacks %q:\n%s", want, b.String())
 	}
 }

@@ -1,14 +1,20 @@
 // Command clonetest is snapsafe's end-to-end test on a real hypervisor. It
-// boots a Linux guest under QEMU with a VM generation ID device, snapshots it
-// while its programs run, restores the snapshot twice as two clones, resumes
-// both and checks what their consoles show.
+// boots a Linux guest under QEMU with a VM generation ID device, runs the
+// provider (snapsafed --backend auto), a watcher, a client of the csprng
+// package and a stand-in orchestrator in it, snapshots it while they run,
+// restores the snapshot twice as two clones, resumes both and checks what
+// their consoles show: each clone's provider bumped for the kernel's VM-fork
+// record, csprng's output diverged while a userspace generator repeated byte
+// for byte, and `snapsafectl wait` returned once the watcher had acked.
 //
 // Run it from the module root as root (Debian's kernels are mode 0600):
 //
 //	go run ./e2e/cmd/clonetest
 //
-// e2e/install-deps.sh installs QEMU, a static busybox and a guest kernel.
-// A missing one is an error, never a skipped test.
+// It runs once per guest kernel: every /boot/vmlinuz-* with the vmgenid
+// driver built in, or those given with -kernel. e2e/install-deps.sh installs
+// QEMU, a static busybox and a guest kernel. A missing one is an error,
+// never a skipped test.
 package main
 
 import (
@@ -40,25 +46,54 @@ type guestProgram struct {
 	argv []string
 }
 
+const module = "github.com/snapsafe/snapsafe"
+
 // guestPrograms run in the guest, started in this order. The checks find
 // their lines by name.
 var guestPrograms = []guestProgram{
 	// The kernel log from boot on, records whole with facility and
 	// timestamp; the fork record comes through here.
 	{name: "kmsg", argv: []string{"cat", "/dev/kmsg"}},
-	{name: "client", pkg: "github.com/snapsafe/snapsafe/e2e/cmd/guestclient", argv: []string{"guestclient"}},
+	// Every uevent the kernel sends once /init runs, one line each: the
+	// summary shows whether the kernel sent one on the restore (only 6.8
+	// sends NEW_VMGENID=1; see docs/sources.md).
+	{name: "uevent", argv: []string{"uevent", "sh", "-c", `echo "ACTION=$ACTION DEVPATH=$DEVPATH SUBSYSTEM=$SUBSYSTEM NEW_VMGENID=$NEW_VMGENID"`}},
+	{name: "snapsafed", pkg: module + "/cmd/snapsafed", argv: []string{"snapsafed", "--backend", "auto"}},
+	// The watcher rebuilds nothing; it acknowledges each generation it is
+	// told of, which is what releases the orchestrator wait.
+	{name: "watcher", pkg: module + "/cmd/snapsafectl", argv: afterProvider("snapsafectl", "watch", "--ack")},
+	{name: "client", pkg: module + "/e2e/cmd/guestclient", argv: afterProvider("guestclient")},
+	// It reports ready once the watcher is registered, and runs
+	// snapsafectl wait after each bump.
+	{name: "waiter", pkg: module + "/e2e/cmd/guestwaiter", argv: afterProvider("guestwaiter", "-watchers", "1")},
+}
+
+// afterProvider wraps argv so that it starts once the provider answers
+// (snapsafectl status exits 0): csprng picks its source on first use, and
+// the watcher must find a provider to register with.
+func afterProvider(argv ...string) []string {
+	return append([]string{"sh", "-c", `until snapsafectl status >/dev/null 2>&1; do sleep 0.05; done; exec "$@"`, "sh"}, argv...)
 }
 
 // bootLines is how many client lines the source must print before it is
 // snapshotted: proof that the guest programs run. The source also waits for
-// two clock syncs (see console.ClockSync), about two seconds of running.
+// two clock syncs (see console.ClockSync), about two seconds of running, and
+// for the waiter to report ready.
 const bootLines = 10
+
+// cloneTimeout bounds the clones' run from cont until they show everything
+// the checks need (about a second of running): past it the run fails with
+// what the consoles show.
+const cloneTimeout = 20 * time.Second
 
 func main() {
 	var opts options
-	flag.StringVar(&opts.kernel, "kernel", "", "guest kernel `path` (default: the newest /boot/vmlinuz-*)")
+	flag.Func("kernel", "guest kernel `path`, repeatable (default: every /boot/vmlinuz-* with CONFIG_VMGENID=y)", func(p string) error {
+		opts.kernels = append(opts.kernels, p)
+		return nil
+	})
 	flag.BoolVar(&opts.keep, "keep", false, "keep the work directory (consoles, QEMU logs, initramfs, VM state)")
-	flag.DurationVar(&opts.timeout, "timeout", 5*time.Minute, "fail when the whole run takes longer")
+	flag.DurationVar(&opts.timeout, "timeout", 90*time.Second, "fail a kernel's run when it takes longer (a passing one takes about 10s)")
 	flag.StringVar(&opts.qemu, "qemu", "qemu-system-x86_64", "QEMU `binary`")
 	flag.Parse()
 	if flag.NArg() != 0 {
@@ -68,108 +103,159 @@ func main() {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	ctx, cancel := context.WithTimeout(ctx, opts.timeout)
-	defer cancel()
 
-	h := &harness{opts: opts}
+	t0 := time.Now()
+	results, err := runAll(ctx, opts)
+	for _, r := range results {
+		fmt.Print(r.summary)
+	}
+	for _, r := range results {
+		if r.err == nil {
+			fmt.Printf("clonetest: PASS %s in %v\n", r.kernel, r.took)
+		} else {
+			fmt.Printf("clonetest: FAIL %s in %v: %v\n", r.kernel, r.took, r.err)
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "clonetest: FAIL: %v\n", err)
+		os.Exit(1)
+	}
+	fmt.Printf("clonetest: PASS (%d kernels in %v)\n", len(results), since(t0))
+}
+
+type options struct {
+	kernels []string
+	qemu    string
+	keep    bool
+	timeout time.Duration
+}
+
+// result is how one kernel's run ended.
+type result struct {
+	kernel  string
+	took    time.Duration
+	err     error
+	summary string // what printSummary printed for a passing run
+}
+
+// runAll checks the host, builds the guest once and runs every kernel. The
+// error is nil only when every kernel passed.
+func runAll(ctx context.Context, opts options) ([]result, error) {
+	tools, err := findTools(opts.qemu)
+	if err != nil {
+		return nil, err
+	}
+	kernels, err := findKernels(opts.kernels)
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "clonetest-")
+	if err != nil {
+		return nil, err
+	}
+	if opts.keep {
+		defer fmt.Printf("clonetest: work directory kept: %s\n", dir)
+	} else {
+		defer os.RemoveAll(dir)
+	}
+	logf("kernels %s; QEMU %s; work directory %s", strings.Join(kernels, ", "), tools.qemu, dir)
+
+	t0 := time.Now()
+	binaries, err := buildGuest(ctx, tools.goTool, filepath.Join(dir, "bin"))
+	if err != nil {
+		return nil, err
+	}
+	initrd := filepath.Join(dir, "initramfs.cpio")
+	if err := packInitramfs(initrd, tools.busybox, binaries); err != nil {
+		return nil, err
+	}
+	logf("built the guest programs (static) and packed %s in %v", sizeOf(initrd), since(t0))
+
+	var results []result
+	var failed []string
+	for _, k := range kernels {
+		m := machine{qemu: tools.qemu, kernel: k, initrd: initrd, dir: filepath.Join(dir, kernelVersion(k))}
+		t0 := time.Now()
+		summary, err := runKernel(ctx, opts.timeout, m)
+		results = append(results, result{kernel: kernelVersion(k), took: since(t0), err: err, summary: summary})
+		if err != nil {
+			failed = append(failed, kernelVersion(k))
+		}
+		if ctx.Err() != nil {
+			break // interrupted: the remaining kernels would fail at once
+		}
+	}
+	if len(failed) > 0 {
+		return results, fmt.Errorf("%d of %d kernels failed: %s", len(failed), len(kernels), strings.Join(failed, ", "))
+	}
+	return results, nil
+}
+
+// runKernel is one run on one kernel: boot, snapshot, two clones, checks.
+// It returns the run's summary when it passed, and prints the QMP events
+// and the tails of every VM's console and log when it failed.
+func runKernel(ctx context.Context, timeout time.Duration, m machine) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	logf("==== %s", m.kernel)
+	if err := os.MkdirAll(m.dir, 0o755); err != nil {
+		return "", err
+	}
+	h := &harness{m: m}
 	err := h.run(ctx)
 	h.stopAll()
 	if err != nil {
 		h.printTails()
-		fmt.Fprintf(os.Stderr, "clonetest: FAIL: %v\n", err)
+		return "", err
 	}
-	switch {
-	case h.dir == "":
-	case opts.keep:
-		fmt.Printf("clonetest: work directory kept: %s\n", h.dir)
-	default:
-		os.RemoveAll(h.dir)
-	}
-	if err != nil {
-		os.Exit(1)
-	}
-	fmt.Println("clonetest: PASS")
+	return h.summary.String(), nil
 }
 
-type options struct {
-	kernel, qemu string
-	keep         bool
-	timeout      time.Duration
-}
-
-// harness is one run.
-type harness struct {
-	opts options
-	dir  string
-	vms  []*vm // every QEMU started, for cleanup and diagnostics
-}
-
-func (h *harness) logf(format string, args ...any) {
+func logf(format string, args ...any) {
 	fmt.Printf("clonetest: "+format+"\n", args...)
 }
 
+// harness is one kernel's run.
+type harness struct {
+	m       machine
+	vms     []*vm // every QEMU started, for cleanup and diagnostics
+	summary strings.Builder
+}
+
 func (h *harness) run(ctx context.Context) error {
-	m, err := h.prepare(ctx)
-	if err != nil {
-		return err
-	}
 	var o observed
-	state := filepath.Join(h.dir, "state")
-	if err := h.bootAndSnapshot(ctx, m, state, &o); err != nil {
+	state := filepath.Join(h.m.dir, "state")
+	if err := h.bootAndSnapshot(ctx, state, &o); err != nil {
 		return err
 	}
-	if err := h.runClones(ctx, m, state, &o); err != nil {
-		return err
-	}
+	waitErr := h.runClones(ctx, state, &o)
 
 	var failed []string
 	for _, c := range checks {
 		if err := c.fn(&o); err != nil {
-			h.logf("check FAILED: %s:\n%v", c.name, err)
+			logf("check FAILED: %s:\n%v", c.name, err)
 			failed = append(failed, c.name)
 			continue
 		}
-		h.logf("check ok: %s", c.name)
+		logf("check ok: %s", c.name)
+	}
+	if waitErr == nil && len(failed) == 0 {
+		printSummary(&h.summary, kernelVersion(h.m.kernel), &o)
+	}
+	var errs []error
+	if waitErr != nil {
+		errs = append(errs, waitErr)
 	}
 	if len(failed) > 0 {
-		return fmt.Errorf("%d of %d checks failed: %s", len(failed), len(checks), strings.Join(failed, "; "))
+		errs = append(errs, fmt.Errorf("%d of %d checks failed: %s", len(failed), len(checks), strings.Join(failed, "; ")))
 	}
-	return nil
-}
-
-// prepare checks the host, makes the work directory, builds the guest
-// programs and packs the initramfs.
-func (h *harness) prepare(ctx context.Context) (machine, error) {
-	tools, err := findTools(h.opts.qemu)
-	if err != nil {
-		return machine{}, err
-	}
-	kernel, err := findKernel(h.opts.kernel)
-	if err != nil {
-		return machine{}, err
-	}
-	if h.dir, err = os.MkdirTemp("", "clonetest-"); err != nil {
-		return machine{}, err
-	}
-	h.logf("kernel %s, QEMU %s, work directory %s", kernel, tools.qemu, h.dir)
-
-	t0 := time.Now()
-	binaries, err := buildGuest(ctx, tools.goTool, filepath.Join(h.dir, "bin"))
-	if err != nil {
-		return machine{}, err
-	}
-	initrd := filepath.Join(h.dir, "initramfs.cpio")
-	if err := packInitramfs(initrd, tools.busybox, binaries); err != nil {
-		return machine{}, err
-	}
-	h.logf("built the guest and packed %s in %v", sizeOf(initrd), since(t0))
-	return machine{qemu: tools.qemu, kernel: kernel, initrd: initrd, dir: h.dir}, nil
+	return errors.Join(errs...)
 }
 
 // bootAndSnapshot boots the source, lets its programs run, saves its state
 // to the file state and ends it.
-func (h *harness) bootAndSnapshot(ctx context.Context, m machine, state string, o *observed) error {
-	src, err := h.start(ctx, m, "source")
+func (h *harness) bootAndSnapshot(ctx context.Context, state string, o *observed) error {
+	src, err := h.start(ctx, "source")
 	if err != nil {
 		return err
 	}
@@ -179,14 +265,15 @@ func (h *harness) bootAndSnapshot(ctx context.Context, m machine, state string, 
 	}); err != nil {
 		return err
 	}
-	h.logf("source booted to its first client line in %v", since(src.started))
-	if _, err := src.waitConsole(ctx, fmt.Sprintf("%d client lines and 2 clock syncs", bootLines), func(lines []console.Line) bool {
+	logf("source booted to its first client line in %v", since(src.started))
+	if _, err := src.waitConsole(ctx, fmt.Sprintf("%d client lines, 2 clock syncs and the waiter ready", bootLines), func(lines []console.Line) bool {
 		recs, _ := clientRecords(lines, -1)
-		return len(recs) >= bootLines && len(clockSyncs(lines)) >= 2
+		ready, _ := waiterRecords(lines, console.WaiterReady)
+		return len(recs) >= bootLines && len(clockSyncs(lines)) >= 2 && len(ready) > 0
 	}); err != nil {
 		return err
 	}
-	h.logf("source ready for the snapshot %v after start", since(src.started))
+	logf("source ready for the snapshot %v after start", since(src.started))
 	if o.sourceGenID, err = src.generationID(ctx); err != nil {
 		return err
 	}
@@ -195,7 +282,7 @@ func (h *harness) bootAndSnapshot(ctx context.Context, m machine, state string, 
 	if err := src.snapshot(ctx, state); err != nil {
 		return err
 	}
-	h.logf("snapshot: stop and migration to %s (%s) in %v", state, sizeOf(state), since(t0))
+	logf("snapshot: stop and migration to %s (%s) in %v", state, sizeOf(state), since(t0))
 	// The guest is stopped: its console is final.
 	lines, err := src.lines()
 	if err != nil {
@@ -205,8 +292,13 @@ func (h *harness) bootAndSnapshot(ctx context.Context, m machine, state string, 
 	if err != nil {
 		return fmt.Errorf("source: %w", err)
 	}
-	o.sourceLines, o.sourceLast = lines, recs[len(recs)-1]
-	h.logf("snapshot point: last client line of the source: %s", clientString(o.sourceLast))
+	ready, err := waiterRecords(lines, console.WaiterReady)
+	if err != nil {
+		return fmt.Errorf("source: %w", err)
+	}
+	o.sourceLines, o.sourceLast, o.sourceReady = lines, recs[len(recs)-1], ready[0]
+	logf("snapshot point: generation %d, %d watcher(s); last client line of the source: %s",
+		o.sourceReady.Gen, o.sourceReady.Watchers, clientString(o.sourceLast))
 	if n := len(forkRecords(lines)); n != 0 {
 		return fmt.Errorf("source: %d fork records before any restore", n)
 	}
@@ -216,11 +308,12 @@ func (h *harness) bootAndSnapshot(ctx context.Context, m machine, state string, 
 
 // runClones restores two clones from the file state, one after the other
 // (one core restores two no faster), resumes them together and lets them
-// run until each shows its fork record and enough client lines.
-func (h *harness) runClones(ctx context.Context, m machine, state string, o *observed) error {
+// run until each shows what the checks need. On a timeout it keeps what
+// the consoles show, for the checks to say what is missing.
+func (h *harness) runClones(ctx context.Context, state string, o *observed) error {
 	var vms []*vm
 	for _, name := range []string{"clone-a", "clone-b"} {
-		v, err := h.start(ctx, m, name, "-incoming", "exec:cat "+shellQuote(state))
+		v, err := h.start(ctx, name, "-incoming", "exec:cat "+shellQuote(state))
 		if err != nil {
 			return err
 		}
@@ -235,7 +328,7 @@ func (h *harness) runClones(ctx context.Context, m machine, state string, o *obs
 		if err != nil {
 			return err
 		}
-		h.logf("%s: restored (paused) in %v, generation ID %s (source: %s)", name, since(v.started), genID, o.sourceGenID)
+		logf("%s: restored (paused) in %v, generation ID %s (source: %s)", name, since(v.started), genID, o.sourceGenID)
 		vms = append(vms, v)
 		o.clones = append(o.clones, clone{name: name, genID: genID})
 	}
@@ -247,41 +340,44 @@ func (h *harness) runClones(ctx context.Context, m machine, state string, o *obs
 		resumed[i] = time.Now()
 	}
 
-	forkSeen := make([]time.Time, len(vms))
+	ctx, cancel := context.WithTimeout(ctx, cloneTimeout)
+	defer cancel()
 	errs := make([]error, len(vms))
 	var wg sync.WaitGroup
 	for i, v := range vms {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if _, errs[i] = v.waitConsole(ctx, "the kernel's fork record", func(l []console.Line) bool {
-				return len(forkRecords(l)) > 0
-			}); errs[i] != nil {
-				return
+			c := &o.clones[i]
+			if _, errs[i] = v.waitConsole(ctx, "the provider's bump", func(l []console.Line) bool {
+				b, _ := waiterRecords(l, console.WaiterBump)
+				return len(b) > 0
+			}); errs[i] == nil {
+				c.bumpSeen = time.Since(resumed[i])
+				_, errs[i] = v.waitConsole(ctx, "the fork record, the wait's result, enough client lines and a clock sync", func(l []console.Line) bool {
+					return cloneDone(o, l)
+				})
 			}
-			forkSeen[i] = time.Now()
-			// A clock sync after the fork record lets reportFork
-			// interpolate across it.
-			o.clones[i].lines, errs[i] = v.waitConsole(ctx, fmt.Sprintf("%d client lines after the snapshot point and a clock sync", minAfter), func(l []console.Line) bool {
-				recs, _ := clientRecords(l, o.sourceLast.T)
-				return len(recs) >= minAfter && len(clockSyncs(l)) > 0
-			})
+			// The lines so far, complete or not, go to the checks.
+			var err error
+			if c.lines, err = v.lines(); err != nil {
+				errs[i] = errors.Join(errs[i], err)
+			}
 		}()
 	}
 	wg.Wait()
 	h.stopAll()
-	if err := errors.Join(errs...); err != nil {
-		return err
-	}
 	for i, c := range o.clones {
-		h.reportFork(o, c, forkSeen[i].Sub(resumed[i]))
+		if errs[i] == nil {
+			logf("%s: the provider's bump reached the console %v after cont", c.name, c.bumpSeen.Round(time.Millisecond))
+		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // start starts a VM and keeps it for cleanup and diagnostics.
-func (h *harness) start(ctx context.Context, m machine, name string, extra ...string) (*vm, error) {
-	v, err := startVM(ctx, m, name, extra...)
+func (h *harness) start(ctx context.Context, name string, extra ...string) (*vm, error) {
+	v, err := startVM(ctx, h.m, name, extra...)
 	if v != nil {
 		h.vms = append(h.vms, v)
 	}
@@ -295,31 +391,8 @@ func (h *harness) stopAll() {
 	}
 }
 
-// reportFork prints where the fork record falls among a clone's client
-// lines. The guest's clocks stand still while it is stopped, so the record's
-// distance from the last client line before the snapshot bounds the guest
-// time from resume to the record.
-func (h *harness) reportFork(o *observed, c clone, hostDelay time.Duration) {
-	p, err := placeFork(o, c)
-	if err != nil {
-		h.logf("%s: %v", c.name, err)
-		return
-	}
-	h.logf("%s: fork record seq %d at kernel time %v (facility %d, level %d), on the console %v after cont",
-		c.name, p.record.Seq, p.record.Time, p.record.Facility, p.record.Level, hostDelay.Round(time.Millisecond))
-	h.logf("%s: fork record at client time T=%v, %v after the last client line before the snapshot",
-		c.name, p.t, p.t-o.sourceLast.T)
-	for _, r := range p.before {
-		h.logf("%s:   %s", c.name, clientString(r))
-	}
-	h.logf("%s:   ---- fork record (T=%v)", c.name, p.t)
-	for _, r := range p.after {
-		h.logf("%s:   %s", c.name, clientString(r))
-	}
-}
-
 func clientString(c console.Client) string {
-	return fmt.Sprintf("T=%v gen=%d csprng=%s control=%s", c.T, c.Gen, c.CSPRNG, c.Control)
+	return fmt.Sprintf("T=%v gen=%d mode=%s csprng=%s control=%s", c.T, c.Gen, c.Mode, c.CSPRNG, c.Control)
 }
 
 // printTails shows every VM's QMP events (a SHUTDOWN says why QEMU ended)

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -45,44 +46,73 @@ func findTools(qemu string) (tools, error) {
 	return t, nil
 }
 
-// findKernel returns the kernel to boot: path when given, else the newest
-// /boot/vmlinuz-*. It checks that the kernel is readable (Debian installs
-// them mode 0600) and, from the config file beside it, that the vmgenid
-// driver is built in.
-func findKernel(path string) (string, error) {
-	if path == "" {
+// findKernels returns the kernels to boot, oldest first: paths when given
+// (each must be usable), else every /boot/vmlinuz-* whose config beside it
+// builds the vmgenid driver in. None is an error naming what to install.
+func findKernels(paths []string) ([]string, error) {
+	if len(paths) == 0 {
 		found, err := filepath.Glob("/boot/vmlinuz-*")
 		if err != nil {
-			return "", err
+			return nil, err
 		}
-		if len(found) == 0 {
-			return "", fmt.Errorf("no guest kernel in /boot: %s (apt-get install linux-image-amd64) or pass -kernel", installHint)
+		for _, p := range found {
+			cfg, err := os.ReadFile(kernelConfig(p))
+			if err == nil {
+				err = checkVMGenID(string(cfg))
+			}
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "clonetest: not using %s: %v\n", p, err)
+				continue
+			}
+			paths = append(paths, p)
 		}
-		path = newestKernel(found)
+		if len(paths) == 0 {
+			return nil, fmt.Errorf("no guest kernel with the vmgenid driver built in /boot: %s (apt-get install linux-image-amd64) or pass -kernel", installHint)
+		}
 	}
+	for _, p := range paths {
+		if err := checkKernel(p); err != nil {
+			return nil, err
+		}
+	}
+	paths = slices.Clone(paths)
+	slices.SortStableFunc(paths, func(a, b string) int { return compareVersions(kernelVersion(a), kernelVersion(b)) })
+	return paths, nil
+}
+
+// checkKernel checks that the kernel is readable (Debian installs them mode
+// 0600) and, from the config file beside it, that the vmgenid driver is
+// built in.
+func checkKernel(path string) error {
 	f, err := os.Open(path)
 	if err != nil {
 		if errors.Is(err, fs.ErrPermission) {
-			return "", fmt.Errorf("guest kernel %s is not readable (Debian installs kernels mode 0600): run as root or pass a readable copy with -kernel", path)
+			return fmt.Errorf("guest kernel %s is not readable (Debian installs kernels mode 0600): run as root or pass a readable copy with -kernel", path)
 		}
-		return "", fmt.Errorf("guest kernel: %w", err)
+		return fmt.Errorf("guest kernel: %w", err)
 	}
 	f.Close()
-	cfg := filepath.Join(filepath.Dir(path), "config-"+kernelVersion(path))
+	cfg := kernelConfig(path)
 	data, err := os.ReadFile(cfg)
 	if errors.Is(err, fs.ErrNotExist) {
 		// A hand-built kernel may come without one; the fork-record check
 		// still fails the run if the driver is missing.
 		fmt.Fprintf(os.Stderr, "clonetest: warning: no %s: cannot tell whether the kernel has the vmgenid driver\n", cfg)
-		return path, nil
+		return nil
 	}
 	if err != nil {
-		return "", fmt.Errorf("reading kernel config: %w", err)
+		return fmt.Errorf("reading kernel config: %w", err)
 	}
 	if err := checkVMGenID(string(data)); err != nil {
-		return "", fmt.Errorf("guest kernel %s: %w", path, err)
+		return fmt.Errorf("guest kernel %s: %w", path, err)
 	}
-	return path, nil
+	return nil
+}
+
+// kernelConfig returns the path of the config file Debian installs beside
+// a kernel.
+func kernelConfig(path string) string {
+	return filepath.Join(filepath.Dir(path), "config-"+kernelVersion(path))
 }
 
 // checkVMGenID checks a kernel config for a built-in vmgenid driver. The
@@ -104,18 +134,6 @@ func checkVMGenID(config string) error {
 // kernelVersion returns the version part of a vmlinuz-VERSION file name.
 func kernelVersion(path string) string {
 	return strings.TrimPrefix(filepath.Base(path), "vmlinuz-")
-}
-
-// newestKernel picks the kernel with the highest version, comparing runs of
-// digits as numbers so that 6.12 is newer than 6.9.
-func newestKernel(paths []string) string {
-	best := paths[0]
-	for _, p := range paths[1:] {
-		if compareVersions(kernelVersion(p), kernelVersion(best)) > 0 {
-			best = p
-		}
-	}
-	return best
 }
 
 // compareVersions compares a and b chunk by chunk, a chunk being a run of

@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -26,13 +27,9 @@ func TestCompareVersions(t *testing.T) {
 			t.Errorf("compareVersions(%q, %q) = %d, want %d", tc.b, tc.a, got, -tc.want)
 		}
 	}
-	got := newestKernel([]string{"/boot/vmlinuz-6.1.0-56-amd64", "/boot/vmlinuz-6.12.95+deb12-amd64", "/boot/vmlinuz-6.9.0-1-amd64"})
-	if got != "/boot/vmlinuz-6.12.95+deb12-amd64" {
-		t.Errorf("newestKernel = %s", got)
-	}
 }
 
-func TestFindKernel(t *testing.T) {
+func TestFindKernels(t *testing.T) {
 	dir := t.TempDir()
 	kernel := func(version, config string) string {
 		p := filepath.Join(dir, "vmlinuz-"+version)
@@ -48,21 +45,24 @@ func TestFindKernel(t *testing.T) {
 	}
 	// Lines as in Debian's /boot/config-6.1.0-56-amd64.
 	builtin := "CONFIG_HYPERV_VTL_MODE=y\nCONFIG_VMGENID=y\nCONFIG_NITRO_ENCLAVES=m\n"
+	k612, k61 := kernel("6.12.95+deb12-amd64", builtin), kernel("6.1.0-56-amd64", builtin)
 	for _, tc := range []struct {
-		path, want string
+		paths []string
+		want  []string // the kernels, oldest first
+		err   string
 	}{
-		{kernel("6.1.0-56-amd64", builtin), ""},
-		{kernel("custom", ""), ""}, // no config: a warning, and the checks decide
-		{kernel("modular", "CONFIG_VMGENID=m\n"), "is a module"},
-		{kernel("without", "# CONFIG_VMGENID is not set\n"), "no vmgenid driver"},
-		{filepath.Join(dir, "vmlinuz-absent"), "no such file"},
+		{paths: []string{k612, k61}, want: []string{k61, k612}},
+		{paths: []string{kernel("custom", "")}, want: []string{filepath.Join(dir, "vmlinuz-custom")}}, // no config: a warning, and the checks decide
+		{paths: []string{k61, kernel("modular", "CONFIG_VMGENID=m\n")}, err: "is a module"},
+		{paths: []string{kernel("without", "# CONFIG_VMGENID is not set\n")}, err: "no vmgenid driver"},
+		{paths: []string{filepath.Join(dir, "vmlinuz-absent")}, err: "no such file"},
 	} {
-		got, err := findKernel(tc.path)
+		got, err := findKernels(tc.paths)
 		switch {
-		case tc.want == "" && (err != nil || got != tc.path):
-			t.Errorf("findKernel(%s) = %q, %v", tc.path, got, err)
-		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
-			t.Errorf("findKernel(%s) error = %v, want %q", tc.path, err, tc.want)
+		case tc.err == "" && (err != nil || !slices.Equal(got, tc.want)):
+			t.Errorf("findKernels(%v) = %q, %v; want %q", tc.paths, got, err, tc.want)
+		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+			t.Errorf("findKernels(%v) error = %v, want %q", tc.paths, err, tc.err)
 		}
 	}
 }

@@ -1,15 +1,15 @@
 // Command guestclient is the end-to-end test's client inside the guest VM.
 // Every interval it prints one line:
 //
-//	T=<CLOCK_BOOTTIME ns> gen=<generation> csprng=<hex> control=<hex>
+//	T=<CLOCK_MONOTONIC ns> gen=<generation> mode=<mode> csprng=<hex> control=<hex>
 //
-// control is 16 bytes from a math/rand/v2 ChaCha8 seeded once from
-// crypto/rand at start: a userspace generator that knows nothing of
+// csprng is 16 bytes from snapsafe's csprng package (package-level Read),
+// gen and mode are csprng.Generation() and csprng.CurrentMode(). control is
+// 16 bytes from a math/rand/v2 ChaCha8 seeded once from crypto/rand at start,
+// the way most libraries build a fast generator: it knows nothing of
 // snapshots, so clones of one snapshot print the same control bytes. That is
-// the problem snapsafe solves, shown on the test's own hypervisor. gen and
-// csprng stand in for the generation and the output of snapsafe's csprng
-// package ("0" and "-" until they are wired in); the driver
-// (e2e/cmd/clonetest) parses these lines with e2e/console.
+// the problem snapsafe solves, shown on the test's own hypervisor. The
+// driver (e2e/cmd/clonetest) parses these lines with e2e/console.
 //
 // Every sync interval it also writes its clock to the kernel log (see
 // console.SyncPrefix), so that the driver can place kernel records among its
@@ -24,6 +24,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/snapsafe/snapsafe/csprng"
 	"github.com/snapsafe/snapsafe/e2e/console"
 )
 
@@ -51,25 +52,36 @@ func main() {
 
 	tick := time.NewTicker(*interval)
 	defer tick.Stop()
-	var buf [16]byte
+	var out, ctl [16]byte
 	lastSync := time.Duration(-1)
 	for range tick.C {
-		t, err := bootTime()
+		mode := csprng.CurrentMode()
+		// The generation is read before the bytes are drawn: a line that
+		// shows a new generation holds bytes drawn after the bump was
+		// visible, never bytes from the state the snapshot cloned.
+		gen := csprng.Generation()
+		csprng.Read(out[:])
+		control.Read(ctl[:])
+		t, err := monoTime()
 		if err != nil {
 			fail(err)
 		}
+		// One Printf is one write, so the line reaches the console whole.
+		fmt.Printf("T=%d gen=%d mode=%s csprng=%x control=%x\n", t.Nanoseconds(), gen, mode, out, ctl)
+
 		if lastSync < 0 || t-lastSync >= *syncEvery {
+			s, err := monoTime()
+			if err != nil {
+				fail(err)
+			}
 			// <14> is facility user, level info: below the console level of
 			// a quiet kernel, so the record reaches the console only through
 			// the kmsg program. One write is one record.
-			if _, err := fmt.Fprintf(kmsg, "<14>%s%d\n", console.SyncPrefix, t.Nanoseconds()); err != nil {
+			if _, err := fmt.Fprintf(kmsg, "<14>%s%d\n", console.SyncPrefix, s.Nanoseconds()); err != nil {
 				fail(fmt.Errorf("writing a clock sync to the kernel log: %w", err))
 			}
-			lastSync = t
+			lastSync = s
 		}
-		control.Read(buf[:])
-		// One Printf is one write, so the line reaches the console whole.
-		fmt.Printf("T=%d gen=%d csprng=%s control=%x\n", t.Nanoseconds(), 0, "-", buf)
 	}
 }
 
