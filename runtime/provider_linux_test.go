@@ -137,6 +137,30 @@ func TestStartupBumpAndRestart(t *testing.T) {
 	}
 }
 
+// TestCloseWithoutRun: a provider that was made but never run leaves the
+// page alone; in particular the generation does not go back.
+func TestCloseWithoutRun(t *testing.T) {
+	dir := t.TempDir()
+	tp := startProvider(t, dir)
+	tp.Bump(shm.ReasonForced, 41)
+	tp.stop()
+	p, err := New(Config{Dir: dir, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	page, err := shm.MapPage(filepath.Join(dir, PageFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer page.Close()
+	if s, _ := page.Snapshot(); s.Generation != 41 || s.State != shm.StateStopped {
+		t.Fatalf("page after New and Close: generation %d, state %v; want 41, stopped", s.Generation, s.State)
+	}
+}
+
 func TestSecondProviderRefused(t *testing.T) {
 	dir := t.TempDir()
 	startProvider(t, dir)

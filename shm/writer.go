@@ -31,8 +31,13 @@ func (w *Writer) Publish(u Update, wipe func()) {
 }
 
 // SetState rewrites the state field, under the seqlock, keeping every other
-// field of the last Update. It does not wipe.
+// field of the last Update. It does not wipe. A Writer that has published
+// nothing yet leaves the page as it found it: it has no fields of its own
+// to keep, and must never write a lower generation.
 func (w *Writer) SetState(s State) {
+	if w.last.Generation == 0 {
+		return
+	}
 	u := w.last
 	u.State = s
 	w.Publish(u, nil)
