@@ -4,12 +4,14 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -616,5 +618,45 @@ func TestVMClockPassedToClients(t *testing.T) {
 	startProvider(t, mdir)
 	if _, err := attach(t, mdir).VMClock(ctxT(t, time.Second)); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("VMClock from a manual provider: %v, want ErrUnavailable", err)
+	}
+}
+
+// TestPeerPidfd: the provider gets the peer's pidfd from the kernel
+// (SO_PEERPIDFD, Linux 6.5+; pidfd_open otherwise), and it names the peer.
+func TestPeerPidfd(t *testing.T) {
+	dir := t.TempDir()
+	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: filepath.Join(dir, "s"), Net: "unixpacket"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cc, err := net.DialUnix("unixpacket", nil, ln.Addr().(*net.UnixAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	sc, err := ln.AcceptUnix()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	cred, err := peerCred(sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd := peerPidfd(sc, cred.Pid)
+	if fd < 0 {
+		t.Skip("this kernel has neither SO_PEERPIDFD nor pidfd_open")
+	}
+	defer unix.Close(fd)
+	info, err := os.ReadFile(fmt.Sprintf("/proc/self/fdinfo/%d", fd))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf("Pid:\t%d\n", os.Getpid()); !strings.Contains(string(info), want) {
+		t.Fatalf("pidfd fdinfo does not name this process:\n%s", info)
+	}
+	if err := unix.PidfdSendSignal(fd, 0, nil, 0); err != nil {
+		t.Fatalf("signal 0 to a live peer: %v", err)
 	}
 }
