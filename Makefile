@@ -26,8 +26,12 @@ test: lint
 bench:
 	$(GO) run ./bench/harness -out bench/results
 
+# Every fuzz target in turn, FUZZTIME each.
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./runtime
+	$(GO) test -run '^$$' -fuzz '^FuzzKeyStream$$' -fuzztime $(FUZZTIME) ./csprng/internal/chacha20
+	@for f in $$($(GO) test -list '^Fuzz' ./acpi | grep '^Fuzz'); do \
+	  echo "$$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) ./acpi || exit 1; done
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
