@@ -106,10 +106,7 @@ func (p *Provider) Generation() uint64 { return p.gen.Load() }
 // return the page is marked stopped and every client is disconnected.
 func (p *Provider) Run(ctx context.Context) error {
 	defer p.Close()
-	prior, valid := p.page.Prior()
-	if !valid {
-		prior = 0
-	}
+	prior, _ := p.page.Prior() // 0 for a new or unreadable page
 	p.gen.Store(prior)
 	// The provider cannot know whether it missed a restore while it was not
 	// running, so it always bumps when it starts.
@@ -134,12 +131,19 @@ func (p *Provider) Run(ctx context.Context) error {
 		errc <- err
 	}()
 	var err error
+	pending := 2
 	select {
 	case <-ctx.Done():
 	case err = <-errc:
+		pending--
 	}
 	cancel()
 	p.shutdown()
+	// Both goroutines end promptly now (listener closed, ctx done); wait for
+	// them so that the caller may close the source once Run returns.
+	for ; pending > 0; pending-- {
+		<-errc
+	}
 	return err
 }
 
