@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -453,5 +454,47 @@ func TestBench(t *testing.T) {
 	}
 	if _, _, code := ctl(t, dir, "bench", "--time", "0s"); code != 2 {
 		t.Fatalf("bench --time 0s exited %d, want 2", code)
+	}
+}
+
+// TestIntegrationNotifyReady: under a service manager (NOTIFY_SOCKET),
+// snapsafed says READY=1 only once the page is published and clients are
+// served, and STOPPING=1 when it shuts down.
+func TestIntegrationNotifyReady(t *testing.T) {
+	dir := stateDir(t)
+	sock := filepath.Join(dir, "notify")
+	ln, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cmd := exec.Command(filepath.Join(bin, "snapsafed"), "--dir", dir, "--backend", "manual")
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	read := func() string {
+		ln.SetReadDeadline(time.Now().Add(10 * time.Second))
+		b := make([]byte, 256)
+		n, err := ln.Read(b)
+		if err != nil {
+			t.Fatalf("no notification from snapsafed: %v", err)
+		}
+		return string(b[:n])
+	}
+	if got := read(); got != "READY=1" {
+		t.Fatalf("first notification %q, want READY=1", got)
+	}
+	// Ready means usable, at once.
+	if s := status(t, dir); s.Generation < 1 {
+		t.Fatalf("generation %d when ready", s.Generation)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	if got := read(); got != "STOPPING=1" {
+		t.Fatalf("notification on SIGTERM %q, want STOPPING=1", got)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("snapsafed after SIGTERM: %v", err)
 	}
 }

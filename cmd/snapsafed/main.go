@@ -81,7 +81,20 @@ func run(args []string) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := p.Run(ctx); err != nil {
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	select {
+	case <-p.Ready():
+		if err := sdNotify("READY=1"); err != nil {
+			log.Warn("telling the service manager we are ready", "err", err)
+		}
+	case err := <-done:
+		log.Error("provider failed", "err", err)
+		return 1
+	}
+	err = <-done
+	_ = sdNotify("STOPPING=1")
+	if err != nil {
 		log.Error("provider failed", "err", err)
 		return 1
 	}
