@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/snapsafe/snapsafe/internal/testdevice"
 	"golang.org/x/sys/unix"
 )
 
@@ -99,7 +100,7 @@ func TestIntegrationProbe(t *testing.T) {
 }
 
 func TestIntegrationDiscover(t *testing.T) {
-	if _, err := os.Stat(vmgenidUevent); err != nil {
+	if _, err := os.Stat(testdevice.UeventPath); err != nil {
 		t.Skipf("needs a VMGENID device bound as a platform device (Firecracker guest, Linux 6.10+): %v", err)
 	}
 	devs, err := Discover()

@@ -13,10 +13,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// vmgenidUevent is the uevent file of the VMGENID platform device on this
-// project's test machine (Firecracker, Linux 6.10 or later).
-const vmgenidUevent = "/sys/bus/platform/devices/VMGENCTR:00/uevent"
-
 // requireRoot skips tests that drive the kernel as root.
 func requireRoot(t *testing.T) {
 	t.Helper()
@@ -25,16 +21,9 @@ func requireRoot(t *testing.T) {
 	}
 }
 
-// requireVMGenID skips tests that need the VMGENID platform device.
-func requireVMGenID(t *testing.T) {
-	t.Helper()
-	requireRoot(t)
-	if _, err := os.Stat(vmgenidUevent); err != nil {
-		t.Skipf("needs a VMGENID device bound as a platform device (Firecracker guest, Linux 6.10+): %v", err)
-	}
-	// Tests in other packages drive the same device: take it.
-	testdevice.Lock(t)
-}
+// requireVMGenID skips tests that need the VMGENID platform device, and
+// takes the device from tests in other packages that drive it too.
+func requireVMGenID(t *testing.T) { testdevice.Require(t) }
 
 // writeFile writes s to a kernel file in one write(2), and returns the write
 // error (the kernel's answer).
@@ -230,8 +219,8 @@ func TestIntegrationKmsgFollower(t *testing.T) {
 	const writes = 3
 	var got []Event
 	for i := 0; i < writes; i++ {
-		if err := writeFile(t, vmgenidUevent, "change not-a-uuid extra"); !errors.Is(err, unix.EINVAL) {
-			t.Fatalf("writing malformed arguments to %s: %v, want EINVAL", vmgenidUevent, err)
+		if err := testdevice.Write("change not-a-uuid extra"); !errors.Is(err, unix.EINVAL) {
+			t.Fatalf("writing malformed arguments to %s: %v, want EINVAL", testdevice.UeventPath, err)
 		}
 		e := r.next(t)
 		if e.Signal != SignalKmsg || e.Lost || !strings.Contains(e.Detail, synthUeventMessage) {

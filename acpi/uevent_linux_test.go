@@ -2,34 +2,13 @@ package acpi
 
 import (
 	"errors"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/snapsafe/snapsafe/internal/testdevice"
 	"golang.org/x/sys/unix"
 )
-
-// newUUID returns a fresh random UUID from the kernel.
-func newUUID(t *testing.T) string {
-	t.Helper()
-	b, err := os.ReadFile("/proc/sys/kernel/random/uuid")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return strings.TrimSpace(string(b))
-}
-
-// synthesize writes a synthetic change event with a fresh UUID to the
-// VMGENID device and returns the UUID.
-func synthesize(t *testing.T, args ...string) string {
-	t.Helper()
-	id := newUUID(t)
-	if err := writeFile(t, vmgenidUevent, strings.Join(append([]string{"change", id}, args...), " ")); err != nil {
-		t.Fatalf("writing %s: %v", vmgenidUevent, err)
-	}
-	return id
-}
 
 // ours returns the index of the UUID in ids that e's Detail names, or -1
 // for an event this test did not cause (another process on the machine may
@@ -63,7 +42,7 @@ func TestIntegrationUeventSynthetic(t *testing.T) {
 	var ids []string
 	var got []Event
 	for i := 0; i < 3; i++ {
-		ids = append(ids, synthesize(t))
+		ids = append(ids, testdevice.Synthesize(t))
 		for {
 			e := ra.next(t)
 			if ours(e, ids) >= 0 {
@@ -104,7 +83,7 @@ func TestIntegrationUeventSyntheticArgs(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.close()
-	id := synthesize(t, "FOO=bar")
+	id := testdevice.Synthesize(t, "FOO=bar")
 	if err := c.setReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
 		t.Fatal(err)
 	}
@@ -211,7 +190,7 @@ func TestIntegrationUeventOverrun(t *testing.T) {
 	var ids []string
 	const burst = 32
 	for i := 0; i < burst; i++ {
-		ids = append(ids, synthesize(t))
+		ids = append(ids, testdevice.Synthesize(t))
 	}
 	r := start(t, f.Run)
 	lost, restores := 0, 0
@@ -225,7 +204,7 @@ func TestIntegrationUeventOverrun(t *testing.T) {
 		}
 	}
 	waitDrained(t, f.c)
-	ids = append(ids[:0], synthesize(t))
+	ids = append(ids[:0], testdevice.Synthesize(t))
 	for {
 		e := r.next(t)
 		if e.Lost {

@@ -1,15 +1,13 @@
 package bench
 
 import (
-	"context"
-	"io"
-	"log/slog"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/snapsafe/snapsafe/backend"
 	"github.com/snapsafe/snapsafe/internal/testdevice"
+	"github.com/snapsafe/snapsafe/internal/testprovider"
 	"github.com/snapsafe/snapsafe/runtime"
 )
 
@@ -23,16 +21,8 @@ func signalToPage(b *testing.B, opts backend.ACPIOptions, trigger func(testing.T
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer src.Close()
-	p, err := runtime.New(runtime.Config{Dir: b.TempDir(), Source: src, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-	<-p.Ready()
+	b.Cleanup(func() { src.Close() }) // after the provider stops: cleanups run last first
+	p := testprovider.Start(b, runtime.Config{Dir: b.TempDir(), Source: src})
 	c, err := runtime.Attach(p.Dir())
 	if err != nil {
 		b.Fatal(err)

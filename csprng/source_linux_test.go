@@ -2,42 +2,14 @@ package csprng
 
 import (
 	"context"
-	"io"
-	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/snapsafe/snapsafe/internal/testdevice"
+	"github.com/snapsafe/snapsafe/internal/testprovider"
 	"github.com/snapsafe/snapsafe/runtime"
 	"github.com/snapsafe/snapsafe/shm"
 )
-
-type testProvider struct {
-	*runtime.Provider
-	stop func()
-}
-
-func startProvider(t *testing.T, dir string) *testProvider {
-	t.Helper()
-	p, err := runtime.New(runtime.Config{Dir: dir, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	<-p.Ready()
-	stopped := false
-	tp := &testProvider{Provider: p, stop: func() {
-		if !stopped {
-			stopped = true
-			cancel()
-			<-done
-		}
-	}}
-	t.Cleanup(tp.stop)
-	return tp
-}
 
 // freshArena gives the test an empty arena, so that new states come from
 // the current source's memory.
@@ -61,7 +33,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 // the generator.
 func TestProviderModeWipesState(t *testing.T) {
 	dir := t.TempDir()
-	tp := startProvider(t, dir)
+	tp := testprovider.Start(t, runtime.Config{Dir: dir})
 	src := attachProvider(dir)
 	if src == nil || src.mode != ModeProvider {
 		t.Fatal("could not attach to the test provider")
@@ -105,7 +77,7 @@ func TestMonitorFallsBackAndReattaches(t *testing.T) {
 	retryInterval = 10 * time.Millisecond
 	defer func() { retryInterval = old }()
 
-	tp := startProvider(t, dir)
+	tp := testprovider.Start(t, runtime.Config{Dir: dir})
 	src := attachProvider("")
 	useSource(t, src)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -115,12 +87,12 @@ func TestMonitorFallsBackAndReattaches(t *testing.T) {
 
 	r := New()
 	r.Uint64()
-	tp.stop()
+	tp.Stop()
 	eventually(t, "the fallback", func() bool { return current.Load().mode != ModeProvider })
 	t.Logf("fell back to %v", current.Load().mode)
 	r.Uint64() // serves from the fallback
 
-	startProvider(t, dir)
+	testprovider.Start(t, runtime.Config{Dir: dir})
 	eventually(t, "the re-attach", func() bool { return current.Load().mode == ModeProvider })
 	if g := Generation(); g != 2 {
 		t.Fatalf("generation after re-attach = %d, want 2 (the new provider's start-up bump)", g)
