@@ -9,12 +9,19 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/snapsafe/snapsafe/internal/errs"
+	"github.com/snapsafe/snapsafe/runtime/api"
 )
 
 // ErrNoDevice is returned (wrapped) when the machine has no VMGENID device.
-var ErrNoDevice = errors.New("no VMGENID device: the hypervisor does not expose an ACPI VM Generation ID; " +
-	"enable it in the VM's configuration (QEMU: -device vmgenid), " +
-	"or use another backend")
+// It is the one device-absent sentinel of snapsafe (backend.ErrNoDevice is
+// the same value).
+var ErrNoDevice = errs.ErrNoDevice
+
+// noDevice is the fix that goes with ErrNoDevice.
+const noDevice = "no VMGENID device: the hypervisor does not expose an ACPI VM Generation ID; " +
+	"enable it in the VM's configuration (QEMU: -device vmgenid), or use another backend"
 
 // ErrNoDriver is returned (wrapped) when a VMGENID device is present but no
 // kernel driver is bound to it, so the kernel reports no restores.
@@ -28,29 +35,9 @@ const sysfsRoot = "/sys"
 // followers read.
 const vmgenidDriver = "vmgenid"
 
-// Device is a VMGENID device found in sysfs.
-type Device struct {
-	// Name is the ACPI device name, such as "VMGENCTR:00".
-	Name string `json:"name"`
-	// SysfsPath is the ACPI device's directory with links resolved, such
-	// as /sys/devices/LNXSYSTM:00/LNXSYBUS:00/VMGENCTR:00.
-	SysfsPath string `json:"sysfs_path"`
-	// HID is the ACPI hardware id: VMGENCTR (Firecracker), QEMUVGID
-	// (QEMU), or another one for other hypervisors.
-	HID string `json:"hid"`
-	// Modalias lists the HID and compatible ids, such as
-	// "acpi:VMGENCTR:VM_GEN_COUNTER:".
-	Modalias string `json:"modalias"`
-	// ACPIPath is the device's path in the ACPI namespace, such as
-	// \_SB_.VGEN.
-	ACPIPath string `json:"acpi_path"`
-	// PhysicalNode is the platform device made from the ACPI device, with
-	// links resolved (such as /sys/devices/platform/VMGENCTR:00), or "".
-	PhysicalNode string `json:"physical_node"`
-	// Driver is the name of the bound driver ("vmgenid"), or "" when none
-	// is bound.
-	Driver string `json:"driver"`
-}
+// Device is a VMGENID device found in sysfs. The type is defined in
+// runtime/api so that status replies carry it without importing acpi.
+type Device = api.VMGenIDDevice
 
 // isVMGenID reports whether an ACPI device with these hardware id and
 // modalias is a VM Generation ID. Every VMGENID device has the compatible id
@@ -68,7 +55,7 @@ func discover(root string) ([]Device, error) {
 	dir := filepath.Join(root, "bus", "acpi", "devices")
 	entries, err := os.ReadDir(dir)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("%w (%s does not exist: the machine has no ACPI)", ErrNoDevice, dir)
+		return nil, fmt.Errorf("%s (%s does not exist: the machine has no ACPI): %w", noDevice, dir, ErrNoDevice)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("listing ACPI devices: %w", err)
@@ -96,7 +83,7 @@ func discover(root string) ([]Device, error) {
 		devs = append(devs, d)
 	}
 	if len(devs) == 0 {
-		return nil, fmt.Errorf("%w (none among the ACPI devices in %s)", ErrNoDevice, dir)
+		return nil, fmt.Errorf("%s (none among the ACPI devices in %s): %w", noDevice, dir, ErrNoDevice)
 	}
 	for _, d := range devs {
 		if d.Driver != "" {
@@ -128,31 +115,10 @@ func linkName(link string) string {
 	return filepath.Base(target)
 }
 
-// Info describes what this machine offers the ACPI source. Its fields are
-// tagged for JSON status output.
-type Info struct {
-	// Devices are the VMGENID devices found (empty when none).
-	Devices []Device `json:"devices"`
-	// Kernel is the kernel release (uname -r).
-	Kernel string `json:"kernel"`
-	// KmsgReadable is true when /dev/kmsg could be read.
-	KmsgReadable bool `json:"kmsg_readable"`
-	// UeventSocket is true when a kernel uevent socket could be opened.
-	UeventSocket bool `json:"uevent_socket"`
-	// Signals lists the signals this kernel gives: SignalKmsg when the
-	// vmgenid driver is bound and the kernel is 5.18 or later, and
-	// SignalUevent on 6.8 kernels (later 6.8.y releases dropped it, so
-	// there it means "may give"). Vendor kernels may carry the uevent on
-	// other versions; it is not listed for them, though a UeventFollower
-	// still receives it there.
-	Signals []string `json:"signals"`
-	// ForkRecords counts the VM-fork records in the kernel log since boot
-	// (as far back as the log still reaches): how many restores this boot
-	// has seen. It is 0 when the log cannot be read.
-	ForkRecords int `json:"fork_records"`
-	// Problems explains, one line each, what is missing and what to do.
-	Problems []string `json:"problems,omitempty"`
-}
+// Info describes what this machine offers the ACPI source. The type is
+// defined in runtime/api (see its field docs) so that status replies carry
+// it without importing acpi.
+type Info = api.VMGenID
 
 // probeOnce caches Probe: what it reports does not change while the process
 // runs, except ForkRecords, which callers wanting it fresh get from ProbeAt.

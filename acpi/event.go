@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"time"
+
+	"github.com/snapsafe/snapsafe/internal/errs"
 )
 
 // The signals through which the kernel reports a restore. They name the
@@ -37,7 +39,7 @@ type Event struct {
 
 // ErrNotSupported is returned (wrapped) by the functions of this package on
 // operating systems other than Linux.
-var ErrNotSupported = errors.New("not supported on this operating system: VMGENID events are read from the Linux kernel")
+var ErrNotSupported = errs.ErrNotSupported
 
 // ErrMalformed is wrapped by the errors of ParseKmsg and ParseUevent.
 var ErrMalformed = errors.New("malformed")

@@ -11,7 +11,11 @@
 // Page.Snapshot under the seqlock.
 package shm
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/snapsafe/snapsafe/internal/errs"
+)
 
 // Page geometry and identification.
 const (
@@ -134,7 +138,7 @@ func ParseBackend(name string) (Backend, bool) {
 var (
 	// ErrNotSupported is returned (wrapped) on systems without the
 	// primitives the page needs (shared file mappings, memfd).
-	ErrNotSupported = errors.New("not supported on this system")
+	ErrNotSupported = errs.ErrNotSupported
 	// ErrBadPage is returned (wrapped) when a file is not a generation page
 	// of a version this package understands.
 	ErrBadPage = errors.New("not a snapsafe generation page")
