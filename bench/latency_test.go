@@ -8,7 +8,8 @@ import (
 	"github.com/snapsafe/snapsafe/backend"
 	"github.com/snapsafe/snapsafe/internal/testdevice"
 	"github.com/snapsafe/snapsafe/internal/testprovider"
-	"github.com/snapsafe/snapsafe/runtime"
+	"github.com/snapsafe/snapsafe/runtime/client"
+	"github.com/snapsafe/snapsafe/runtime/provider"
 )
 
 // signalToPage measures, for every iteration, the time from causing a
@@ -22,8 +23,8 @@ func signalToPage(b *testing.B, opts backend.ACPIOptions, trigger func(testing.T
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { src.Close() }) // after the provider stops: cleanups run last first
-	p := testprovider.Start(b, runtime.Config{Dir: b.TempDir(), Source: src})
-	c, err := runtime.Attach(p.Dir())
+	p := testprovider.Start(b, provider.Config{Dir: b.TempDir(), Source: src})
+	c, err := client.Attach(p.Dir())
 	if err != nil {
 		b.Fatal(err)
 	}

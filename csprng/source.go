@@ -7,7 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/snapsafe/snapsafe/runtime"
+	"github.com/snapsafe/snapsafe/runtime/client"
 	"github.com/snapsafe/snapsafe/shm"
 )
 
@@ -47,10 +47,10 @@ type source struct {
 	gen  *uint64 // the generation word; it reads 0 while no source exists
 	vmc  *uint64 // the hypervisor's VMClock counter, or nil
 
-	page   *shm.Page       // ModeProvider: the generation page
-	client *runtime.Client // ModeProvider: the connection to the provider
-	local  uint64          // ModeFollower: the process-local generation (atomic)
-	stop   func()          // ModeFollower: stops the follower
+	page   *shm.Page      // ModeProvider: the generation page
+	client *client.Client // ModeProvider: the connection to the provider
+	local  uint64         // ModeFollower: the process-local generation (atomic)
+	stop   func()         // ModeFollower: stops the follower
 }
 
 var (
@@ -176,7 +176,7 @@ func monitor(ctx context.Context, src *source) {
 // attachProvider attaches to the provider on dir (the default directory
 // when empty), or returns nil.
 func attachProvider(dir string) *source {
-	c, err := runtime.Attach(dir)
+	c, err := client.Attach(dir)
 	if err != nil {
 		return nil
 	}

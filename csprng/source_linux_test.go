@@ -7,7 +7,7 @@ import (
 
 	"github.com/snapsafe/snapsafe/internal/testdevice"
 	"github.com/snapsafe/snapsafe/internal/testprovider"
-	"github.com/snapsafe/snapsafe/runtime"
+	"github.com/snapsafe/snapsafe/runtime/provider"
 	"github.com/snapsafe/snapsafe/shm"
 )
 
@@ -33,7 +33,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 // the generator.
 func TestProviderModeWipesState(t *testing.T) {
 	dir := t.TempDir()
-	tp := testprovider.Start(t, runtime.Config{Dir: dir})
+	tp := testprovider.Start(t, provider.Config{Dir: dir})
 	src := attachProvider(dir)
 	if src == nil || src.mode != ModeProvider {
 		t.Fatal("could not attach to the test provider")
@@ -77,7 +77,7 @@ func TestMonitorFallsBackAndReattaches(t *testing.T) {
 	retryInterval = 10 * time.Millisecond
 	defer func() { retryInterval = old }()
 
-	tp := testprovider.Start(t, runtime.Config{Dir: dir})
+	tp := testprovider.Start(t, provider.Config{Dir: dir})
 	src := attachProvider("")
 	useSource(t, src)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -92,7 +92,7 @@ func TestMonitorFallsBackAndReattaches(t *testing.T) {
 	t.Logf("fell back to %v", current.Load().mode)
 	r.Uint64() // serves from the fallback
 
-	testprovider.Start(t, runtime.Config{Dir: dir})
+	testprovider.Start(t, provider.Config{Dir: dir})
 	eventually(t, "the re-attach", func() bool { return current.Load().mode == ModeProvider })
 	if g := Generation(); g != 2 {
 		t.Fatalf("generation after re-attach = %d, want 2 (the new provider's start-up bump)", g)

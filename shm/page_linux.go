@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -113,4 +114,12 @@ func openRW(path string) (*os.File, error) {
 		return nil, err
 	}
 	return os.OpenFile(path, flags, 0o444)
+}
+
+// Monotonic returns CLOCK_MONOTONIC, the clock the page's bump time is
+// given in.
+func Monotonic() time.Duration {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return time.Duration(ts.Nano())
 }

@@ -5,6 +5,7 @@ package shm
 import (
 	"fmt"
 	"os"
+	"time"
 )
 
 // MapPage is not supported on this system.
@@ -24,3 +25,6 @@ func (p *Page) Retire() error { return nil }
 func OpenWriter(path string) (*Writer, error) {
 	return nil, fmt.Errorf("opening generation page: %w", ErrNotSupported)
 }
+
+// Monotonic returns 0 on this system.
+func Monotonic() time.Duration { return 0 }

@@ -84,3 +84,14 @@ func (r *Region) Close() error {
 	}
 	return err
 }
+
+// Dup returns a new descriptor (close-on-exec) for the region's memfd, for
+// passing to the client that owns the region: the region itself may be
+// closed while the duplicate is being sent.
+func (r *Region) Dup() (*os.File, error) {
+	fd, err := unix.FcntlInt(r.f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("duplicating wipe region descriptor: %w", err)
+	}
+	return os.NewFile(uintptr(fd), r.f.Name()), nil
+}

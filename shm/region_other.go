@@ -19,3 +19,6 @@ func MapRegion(f *os.File) (*Region, error) {
 
 // Close is a no-op on this system.
 func (r *Region) Close() error { return nil }
+
+// Dup is not supported on this system.
+func (r *Region) Dup() (*os.File, error) { return nil, ErrNotSupported }

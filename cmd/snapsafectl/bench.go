@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/snapsafe/snapsafe/csprng"
-	"github.com/snapsafe/snapsafe/runtime"
+	"github.com/snapsafe/snapsafe/runtime/client"
 )
 
 // bench measures, on this machine and right now, what the generation probe
@@ -40,7 +40,7 @@ func (c cli) bench(args []string) int {
 			fmt.Fprintf(c.stdout, "%-34s %9.2f ns/op\n", name, ns)
 		}
 	}
-	if cl, err := runtime.Attach(c.dir); err == nil {
+	if cl, err := client.Attach(c.dir); err == nil {
 		var sink uint64
 		measure("generation probe (page load)", 0, func() { sink += cl.Generation() })
 		cl.Close()

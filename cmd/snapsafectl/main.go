@@ -21,7 +21,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/snapsafe/snapsafe/runtime"
+	"github.com/snapsafe/snapsafe/runtime/client"
 )
 
 // Exit codes of the CLI contract.
@@ -115,11 +115,11 @@ func (c cli) fail(err error) int {
 	// attaching name the directory instead.
 	fmt.Fprintf(c.stderr, "snapsafectl: %v\n", err)
 	switch {
-	case errors.Is(err, runtime.ErrNoProvider), errors.Is(err, runtime.ErrProviderGone):
+	case errors.Is(err, client.ErrNoProvider), errors.Is(err, client.ErrProviderGone):
 		return exitNoProvider
-	case errors.Is(err, runtime.ErrNotPermitted):
+	case errors.Is(err, client.ErrNotPermitted):
 		return exitNotPermitted
-	case errors.Is(err, runtime.ErrNewGeneration):
+	case errors.Is(err, client.ErrNewGeneration):
 		return exitNewGeneration
 	case errors.Is(err, context.DeadlineExceeded):
 		return exitTimeout
@@ -129,8 +129,8 @@ func (c cli) fail(err error) int {
 
 // attached attaches to the provider and runs fn with a context that ends on
 // SIGINT, SIGTERM or, when timeout > 0, after timeout.
-func (c cli) attached(timeout time.Duration, fn func(context.Context, *runtime.Client) int) int {
-	cl, err := runtime.Attach(c.dir)
+func (c cli) attached(timeout time.Duration, fn func(context.Context, *client.Client) int) int {
+	cl, err := client.Attach(c.dir)
 	if err != nil {
 		return c.fail(err)
 	}
@@ -158,10 +158,10 @@ func (c cli) status(args []string) int {
 	}); !ok {
 		return code
 	}
-	return c.attached(5*time.Second, func(ctx context.Context, cl *runtime.Client) int { return c.printStatus(ctx, cl, asJSON) })
+	return c.attached(5*time.Second, func(ctx context.Context, cl *client.Client) int { return c.printStatus(ctx, cl, asJSON) })
 }
 
-func (c cli) printStatus(ctx context.Context, cl *runtime.Client, asJSON bool) int {
+func (c cli) printStatus(ctx context.Context, cl *client.Client, asJSON bool) int {
 	s, err := cl.Status(ctx)
 	if err != nil {
 		return c.fail(err)
@@ -179,8 +179,12 @@ func (c cli) printStatus(ctx context.Context, cl *runtime.Client, asJSON bool) i
 	fmt.Fprintf(c.stdout, "watchers    %d (%d outdated, %d orchestrator waits)\n", s.Watchers, s.Outdated, s.Waiting)
 	fmt.Fprintf(c.stdout, "clients     %d (%d wipe regions, %d bytes)\n", s.Clients, s.Regions, s.RegionBytes)
 	fmt.Fprintf(c.stdout, "backend     %s\n", s.Backend)
-	for _, k := range slices.Sorted(maps.Keys(s.Source)) {
-		fmt.Fprintf(c.stdout, "  %-18s %v\n", k, s.Source[k])
+	// The source's fields, by their JSON names: the ones it sets.
+	var src map[string]any
+	if b, err := json.Marshal(s.Source); err == nil && json.Unmarshal(b, &src) == nil {
+		for _, k := range slices.Sorted(maps.Keys(src)) {
+			fmt.Fprintf(c.stdout, "  %-18s %v\n", k, src[k])
+		}
 	}
 	v := s.VMGenID
 	fmt.Fprintf(c.stdout, "vmgenid     kernel %s, signals %v, %d VM-fork records since boot\n", v.Kernel, v.Signals, v.ForkRecords)
@@ -196,14 +200,14 @@ func (c cli) printStatus(ctx context.Context, cl *runtime.Client, asJSON bool) i
 }
 
 func (c cli) bump(args []string) int {
-	var min uint64
+	var floor uint64
 	if code, ok := c.flags("bump", args, func(fs *flag.FlagSet) {
-		fs.Uint64Var(&min, "min", 0, "the new generation is at least N")
+		fs.Uint64Var(&floor, "min", 0, "the new generation is at least N")
 	}); !ok {
 		return code
 	}
-	return c.attached(5*time.Second, func(ctx context.Context, cl *runtime.Client) int {
-		gen, err := cl.Bump(ctx, min)
+	return c.attached(5*time.Second, func(ctx context.Context, cl *client.Client) int {
+		gen, err := cl.Bump(ctx, floor)
 		if err != nil {
 			return c.fail(err)
 		}
@@ -219,7 +223,7 @@ func (c cli) wait(args []string) int {
 	}); !ok {
 		return code
 	}
-	return c.attached(timeout, func(ctx context.Context, cl *runtime.Client) int {
+	return c.attached(timeout, func(ctx context.Context, cl *client.Client) int {
 		if err := cl.Wait(ctx); err != nil {
 			if errors.Is(err, context.DeadlineExceeded) {
 				fmt.Fprintf(c.stderr, "snapsafectl wait: timed out after %v: some watchers have not acknowledged the current generation (see snapsafectl status)\n", timeout)
@@ -250,12 +254,12 @@ func (c cli) watch(args []string) int {
 		fmt.Fprintf(c.stderr, "snapsafectl watch: --count %d: must be 0 or more\n", count)
 		return exitUsage
 	}
-	return c.attached(timeout, func(ctx context.Context, cl *runtime.Client) int {
+	return c.attached(timeout, func(ctx context.Context, cl *client.Client) int {
 		return c.watchLoop(ctx, cl, ack, command, count, timeout)
 	})
 }
 
-func (c cli) watchLoop(ctx context.Context, cl *runtime.Client, ack bool, command string, count int, timeout time.Duration) int {
+func (c cli) watchLoop(ctx context.Context, cl *client.Client, ack bool, command string, count int, timeout time.Duration) int {
 	w, err := cl.Watch(ctx)
 	if err != nil {
 		return c.fail(err)
@@ -278,7 +282,7 @@ func (c cli) watchLoop(ctx context.Context, cl *runtime.Client, ack bool, comman
 			continue // not acknowledged: the watcher stays outdated
 		}
 		if ack {
-			if err := w.Ack(ctx, gen); err != nil && !errors.Is(err, runtime.ErrBadAck) {
+			if err := w.Ack(ctx, gen); err != nil && !errors.Is(err, client.ErrBadAck) {
 				return c.fail(err)
 			}
 			// ErrBadAck: a newer generation arrived meanwhile; Next returns it.

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/snapsafe/snapsafe/internal/eventually"
 	"github.com/snapsafe/snapsafe/internal/testdevice"
 )
 
@@ -154,15 +155,6 @@ func status(t *testing.T, dir string) statusJSON {
 	return s
 }
 
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for end := time.Now().Add(10 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(end) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-	}
-}
-
 // syncBuffer is a bytes.Buffer that a child process may write while the
 // test reads it.
 type syncBuffer struct {
@@ -220,9 +212,9 @@ func TestIntegrationCLIContract(t *testing.T) {
 
 	lazy, _ := startWatch(t, dir)
 	_, ackOut := startWatch(t, dir, "--ack")
-	eventually(t, "two watchers", func() bool { return status(t, dir).Watchers == 2 })
+	eventually.True(t, "two watchers", func() bool { return status(t, dir).Watchers == 2 })
 	mustCtl(t, dir, "bump")
-	eventually(t, "the acking watcher to ack", func() bool { return status(t, dir).Outdated == 1 })
+	eventually.True(t, "the acking watcher to ack", func() bool { return status(t, dir).Outdated == 1 })
 	if _, _, code := ctl(t, dir, "wait", "--timeout", "300ms"); code != 3 {
 		t.Fatalf("wait with an outdated watcher exited %d, want 3", code)
 	}
@@ -232,7 +224,7 @@ func TestIntegrationCLIContract(t *testing.T) {
 	if err := wait.Start(); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the wait to register", func() bool { return status(t, dir).Waiting == 1 })
+	eventually.True(t, "the wait to register", func() bool { return status(t, dir).Waiting == 1 })
 	mustCtl(t, dir, "bump")
 	if err := wait.Wait(); wait.ProcessState.ExitCode() != 4 {
 		t.Fatalf("wait across a bump: %v, want exit 4", err)
@@ -241,7 +233,7 @@ func TestIntegrationCLIContract(t *testing.T) {
 	// Killing the outdated watcher releases the wait.
 	lazy.Process.Kill()
 	lazy.Wait()
-	eventually(t, "no outdated watcher", func() bool { return status(t, dir).Outdated == 0 })
+	eventually.True(t, "no outdated watcher", func() bool { return status(t, dir).Outdated == 0 })
 	if _, errs, code := ctl(t, dir, "wait", "--timeout", "5s"); code != 0 {
 		t.Fatalf("wait with no outdated watcher exited %d: %s", code, errs)
 	}
@@ -333,14 +325,14 @@ func TestIntegrationWatchExec(t *testing.T) {
 	// The hook fails for even generations: those must stay unacknowledged.
 	hook := `echo $SNAPSAFE_GENERATION >> ` + marks + `; test $((SNAPSAFE_GENERATION % 2)) = 1`
 	cmd, out := startWatch(t, dir, "--ack", "--exec", hook, "--count", "2", "--timeout", "20s")
-	eventually(t, "the watcher", func() bool { return status(t, dir).Watchers == 1 })
+	eventually.True(t, "the watcher", func() bool { return status(t, dir).Watchers == 1 })
 	g := status(t, dir).Generation
 	next := g + 1
 	if next%2 == 1 {
 		next++ // start on an even generation
 	}
 	mustCtl(t, dir, "bump", "--min", strconv.FormatUint(next, 10))
-	eventually(t, "the hook to run", func() bool { b, _ := os.ReadFile(marks); return len(b) > 0 })
+	eventually.True(t, "the hook to run", func() bool { b, _ := os.ReadFile(marks); return len(b) > 0 })
 	if s := status(t, dir); s.Outdated != 1 {
 		t.Fatalf("outdated = %d after a failed hook, want 1", s.Outdated)
 	}
@@ -408,7 +400,7 @@ func TestIntegrationACPIBar(t *testing.T) {
 	for range 5 {
 		testdevice.Synthesize(t)
 	}
-	eventually(t, "five bumps", func() bool { return status(t, dir).Generation >= before+5 })
+	eventually.True(t, "five bumps", func() bool { return status(t, dir).Generation >= before+5 })
 	time.Sleep(200 * time.Millisecond) // no sixth
 	if g := status(t, dir).Generation; g != before+5 {
 		t.Fatalf("five synthetic uevents moved the generation from %d to %d", before, g)
@@ -439,7 +431,7 @@ func TestIntegrationKmsgBump(t *testing.T) {
 	for range 3 {
 		testdevice.LogMalformed(t)
 	}
-	eventually(t, "three bumps", func() bool { return status(t, dir).Generation == before+3 })
+	eventually.True(t, "three bumps", func() bool { return status(t, dir).Generation == before+3 })
 	out := mustCtl(t, dir, "status", "--json")
 	if !strings.Contains(out, `"reason": "acpi"`) || !strings.Contains(out, testdevice.MalformedMessage) {
 		t.Fatalf("status after kernel-log bumps:\n%s", out)

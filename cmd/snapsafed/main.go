@@ -17,7 +17,7 @@ import (
 	"syscall"
 
 	"github.com/snapsafe/snapsafe/backend"
-	"github.com/snapsafe/snapsafe/runtime"
+	"github.com/snapsafe/snapsafe/runtime/provider"
 )
 
 func main() {
@@ -72,7 +72,7 @@ func run(args []string) int {
 	}
 	defer src.Close()
 	log.Info("event source", "backend", src.Name(), "why", src.Info()["why"])
-	p, err := runtime.New(runtime.Config{Dir: *dir, Source: src, BumpGroup: *group, Logger: log})
+	p, err := provider.New(provider.Config{Dir: *dir, Source: src, BumpGroup: *group, Logger: log})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "snapsafed: %v\n", err)
 		return 1

@@ -1,6 +1,7 @@
 // Package testprovider runs a snapsafe provider inside a test process, for
-// the tests and benchmarks of packages built on runtime. (runtime's own
-// tests have their own helper: they cannot import this package.)
+// the tests and benchmarks of packages built on runtime/provider and
+// runtime/client. (runtime/provider's own tests have their own helper: they
+// cannot import this package.)
 package testprovider
 
 import (
@@ -10,12 +11,12 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/snapsafe/snapsafe/runtime"
+	"github.com/snapsafe/snapsafe/runtime/provider"
 )
 
 // Provider is a running provider; Stop ends it (also at the end of the test).
 type Provider struct {
-	*runtime.Provider
+	*provider.Provider
 	cancel context.CancelFunc
 	done   chan error
 	once   sync.Once
@@ -23,12 +24,12 @@ type Provider struct {
 
 // Start runs a provider with cfg (logs discarded unless cfg.Logger is set)
 // and returns once it is ready.
-func Start(t testing.TB, cfg runtime.Config) *Provider {
+func Start(t testing.TB, cfg provider.Config) *Provider {
 	t.Helper()
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	p, err := runtime.New(cfg)
+	p, err := provider.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

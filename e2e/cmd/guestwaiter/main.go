@@ -29,7 +29,7 @@ import (
 	"time"
 
 	"github.com/snapsafe/snapsafe/e2e/console"
-	"github.com/snapsafe/snapsafe/runtime"
+	"github.com/snapsafe/snapsafe/runtime/client"
 	"github.com/snapsafe/snapsafe/shm"
 )
 
@@ -41,7 +41,7 @@ func main() {
 	poll := flag.Duration("poll", 5*time.Millisecond, "how often to look at the generation page")
 	flag.Parse()
 
-	c, err := runtime.Attach("")
+	c, err := client.Attach("")
 	if err != nil {
 		fail(err)
 	}

@@ -1,4 +1,4 @@
-package runtime
+package provider
 
 import (
 	"context"
@@ -18,7 +18,11 @@ import (
 	"time"
 
 	"github.com/snapsafe/snapsafe/backend"
+	"github.com/snapsafe/snapsafe/internal/eventually"
 	abi "github.com/snapsafe/snapsafe/internal/vmclockabi"
+	"github.com/snapsafe/snapsafe/runtime/client"
+	"github.com/snapsafe/snapsafe/runtime/internal/statedir"
+	"github.com/snapsafe/snapsafe/runtime/internal/wire"
 	"github.com/snapsafe/snapsafe/shm"
 	"golang.org/x/sys/unix"
 )
@@ -57,9 +61,9 @@ func (tp *testProvider) stop() {
 	tp.done <- nil // let a second stop return
 }
 
-func attach(t testing.TB, dir string) *Client {
+func attach(t testing.TB, dir string) *client.Client {
 	t.Helper()
-	c, err := Attach(dir)
+	c, err := client.Attach(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +71,7 @@ func attach(t testing.TB, dir string) *Client {
 	return c
 }
 
-func watch(t testing.TB, c *Client) *Watcher {
+func watch(t testing.TB, c *client.Client) *client.Watcher {
 	t.Helper()
 	w, err := c.Watch(context.Background())
 	if err != nil {
@@ -83,23 +87,13 @@ func ctxT(t testing.TB, d time.Duration) context.Context {
 	return ctx
 }
 
-func status(t testing.TB, c *Client) Status {
+func status(t testing.TB, c *client.Client) client.Status {
 	t.Helper()
 	s, err := c.Status(ctxT(t, 5*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return s
-}
-
-// eventually polls cond until it holds or 5 s pass.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	for end := time.Now().Add(5 * time.Second); !cond(); time.Sleep(time.Millisecond) {
-		if time.Now().After(end) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-	}
 }
 
 func TestStartupBumpAndRestart(t *testing.T) {
@@ -122,14 +116,14 @@ func TestStartupBumpAndRestart(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("client did not notice the provider stopping")
 	}
-	if !errors.Is(c.Err(), ErrProviderGone) {
+	if !errors.Is(c.Err(), client.ErrProviderGone) {
 		t.Fatalf("Err after stop = %v", c.Err())
 	}
 	if s, _ := c.Snapshot(); s.State != shm.StateStopped {
 		t.Fatalf("state after stop = %v, want stopped", s.State)
 	}
-	if _, err := Attach(dir); !errors.Is(err, ErrNoProvider) {
-		t.Fatalf("Attach with no provider = %v, want ErrNoProvider", err)
+	if _, err := client.Attach(dir); !errors.Is(err, client.ErrNoProvider) {
+		t.Fatalf("client.Attach with no provider = %v, want client.ErrNoProvider", err)
 	}
 
 	startProvider(t, dir)
@@ -153,7 +147,7 @@ func TestCloseWithoutRun(t *testing.T) {
 	if err := p.Close(); err != nil {
 		t.Fatal(err)
 	}
-	page, err := shm.MapPage(filepath.Join(dir, PageFile))
+	page, err := shm.MapPage(filepath.Join(dir, statedir.PageFile))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,7 +203,7 @@ func TestWatchersAckAndWait(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, w := range []*Watcher{w1, w2} {
+	for _, w := range []*client.Watcher{w1, w2} {
 		if g, err := w.Next(ctxT(t, 5*time.Second)); err != nil || g != gen {
 			t.Fatalf("Next = %d, %v; want %d", g, err, gen)
 		}
@@ -219,11 +213,11 @@ func TestWatchersAckAndWait(t *testing.T) {
 	}
 
 	// A wrong ack is refused and changes nothing.
-	if err := w1.Ack(ctxT(t, time.Second), gen-1); !errors.Is(err, ErrBadAck) {
-		t.Fatalf("ack of an old generation: %v, want ErrBadAck", err)
+	if err := w1.Ack(ctxT(t, time.Second), gen-1); !errors.Is(err, client.ErrBadAck) {
+		t.Fatalf("ack of an old generation: %v, want client.ErrBadAck", err)
 	}
-	if err := w1.Ack(ctxT(t, time.Second), gen+1); !errors.Is(err, ErrBadAck) {
-		t.Fatalf("ack of a future generation: %v, want ErrBadAck", err)
+	if err := w1.Ack(ctxT(t, time.Second), gen+1); !errors.Is(err, client.ErrBadAck) {
+		t.Fatalf("ack of a future generation: %v, want client.ErrBadAck", err)
 	}
 	if s := status(t, c); s.Outdated != 2 {
 		t.Fatalf("outdated after refused acks = %d, want 2", s.Outdated)
@@ -244,22 +238,22 @@ func TestWatchersAckAndWait(t *testing.T) {
 		t.Fatalf("wait with an outdated watcher: %v, want deadline exceeded", err)
 	}
 	// An outdated watcher's own wait reports the new generation at once.
-	if err := w2.Wait(ctxT(t, time.Second)); !errors.Is(err, ErrNewGeneration) {
-		t.Fatalf("outdated watcher's wait: %v, want ErrNewGeneration", err)
+	if err := w2.Wait(ctxT(t, time.Second)); !errors.Is(err, client.ErrNewGeneration) {
+		t.Fatalf("outdated watcher's wait: %v, want client.ErrNewGeneration", err)
 	}
 
-	// A bump while waiting ends the wait with ErrNewGeneration.
+	// A bump while waiting ends the wait with client.ErrNewGeneration.
 	errc := make(chan error, 1)
 	go func() { errc <- c.Wait(ctxT(t, 5*time.Second)) }()
-	eventually(t, "the wait to register", func() bool { return status(t, probe).Waiting == 1 })
+	eventually.True(t, "the wait to register", func() bool { return status(t, probe).Waiting == 1 })
 	gen2, _ := tp.Bump(shm.ReasonForced, 0)
-	if err := <-errc; !errors.Is(err, ErrNewGeneration) {
-		t.Fatalf("wait across a bump: %v, want ErrNewGeneration", err)
+	if err := <-errc; !errors.Is(err, client.ErrNewGeneration) {
+		t.Fatalf("wait across a bump: %v, want client.ErrNewGeneration", err)
 	}
 
 	// Acks release the wait.
 	go func() { errc <- c.Wait(ctxT(t, 5*time.Second)) }()
-	eventually(t, "the wait to register", func() bool { return status(t, probe).Waiting == 1 })
+	eventually.True(t, "the wait to register", func() bool { return status(t, probe).Waiting == 1 })
 	if err := w1.Ack(ctxT(t, time.Second), gen2); err != nil {
 		t.Fatal(err)
 	}
@@ -283,7 +277,7 @@ func TestWaitSeenGeneration(t *testing.T) {
 	startProvider(t, dir)
 	c := attach(t, dir)
 	// A caller that read an older generation is told at once.
-	if err := c.ctl.wait(ctxT(t, time.Second), c.Generation()+5); !errors.Is(err, ErrNewGeneration) {
+	if err := c.WaitSince(ctxT(t, time.Second), c.Generation()+5); !errors.Is(err, client.ErrNewGeneration) {
 		t.Fatalf("wait with a stale generation: %v", err)
 	}
 	// After a cancelled wait the connection is usable again.
@@ -336,14 +330,14 @@ func TestWatcherFdPollable(t *testing.T) {
 	if !readable(5 * time.Second) {
 		t.Fatal("fd not readable after the provider went away")
 	}
-	if _, err := w.Next(ctxT(t, time.Second)); !errors.Is(err, ErrProviderGone) {
+	if _, err := w.Next(ctxT(t, time.Second)); !errors.Is(err, client.ErrProviderGone) {
 		t.Fatalf("Next after provider stop: %v", err)
 	}
 }
 
 // rawConn is a protocol-level client for misbehaviour tests.
 func rawConn(t *testing.T, dir string) *net.UnixConn {
-	uc, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: filepath.Join(dir, SocketFile), Net: "unixpacket"})
+	uc, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: filepath.Join(dir, statedir.SocketFile), Net: "unixpacket"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -351,14 +345,14 @@ func rawConn(t *testing.T, dir string) *net.UnixConn {
 	return uc
 }
 
-func readMsg(t *testing.T, uc *net.UnixConn) (message, error) {
-	buf := make([]byte, MaxMessage)
+func readMsg(t *testing.T, uc *net.UnixConn) (wire.Message, error) {
+	buf := make([]byte, wire.MaxMessage)
 	uc.SetReadDeadline(time.Now().Add(5 * time.Second))
 	n, err := uc.Read(buf)
 	if err != nil {
-		return message{}, err
+		return wire.Message{}, err
 	}
-	return decode(buf[:n])
+	return wire.Decode(buf[:n])
 }
 
 func TestMisbehavingPeersAreClosed(t *testing.T) {
@@ -368,14 +362,14 @@ func TestMisbehavingPeersAreClosed(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		msg  []byte
-		code errCode
+		code wire.Code
 	}{
-		{"garbage", []byte("hello provider"), codeVersion},
-		{"short", []byte{1, 2}, codeMalformed},
-		{"oversized", append(encode(msgStatus, 1, nil), make([]byte, MaxMessage)...), codeMalformed},
-		{"unknown type", encode(0x33, 1, nil), codeUnknown},
-		{"bad payload", encode(msgAck, 1, []byte{1}), codeMalformed},
-		{"reply type", encode(msgBumpOK, 1, u64(1)), codeUnknown},
+		{"garbage", []byte("hello provider"), wire.CodeVersion},
+		{"short", []byte{1, 2}, wire.CodeMalformed},
+		{"oversized", append(wire.Encode(wire.Status, 1, nil), make([]byte, wire.MaxMessage)...), wire.CodeMalformed},
+		{"unknown type", wire.Encode(0x33, 1, nil), wire.CodeUnknown},
+		{"bad payload", wire.Encode(wire.Ack, 1, []byte{1}), wire.CodeMalformed},
+		{"reply type", wire.Encode(wire.BumpOK, 1, wire.U64(1)), wire.CodeUnknown},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			uc := rawConn(t, dir)
@@ -386,8 +380,8 @@ func TestMisbehavingPeersAreClosed(t *testing.T) {
 			if err != nil {
 				t.Fatalf("no error reply: %v", err)
 			}
-			if m.typ != msgError || errCode(m.u32()) != tc.code {
-				t.Fatalf("reply %#x code %d, want error code %d", m.typ, m.u32(), tc.code)
+			if m.Type != wire.Error || wire.Code(m.U32()) != tc.code {
+				t.Fatalf("reply %#x code %d, want error code %d", m.Type, m.U32(), tc.code)
 			}
 			if _, err := readMsg(t, uc); err != io.EOF {
 				t.Fatalf("connection not closed after the error: %v", err)
@@ -406,13 +400,13 @@ func TestSilentPeerDoesNotBlock(t *testing.T) {
 	dir := t.TempDir()
 	tp := startProvider(t, dir)
 	silent := rawConn(t, dir)
-	silent.Write(encode(msgWatch, 1, nil))
+	silent.Write(wire.Encode(wire.Watch, 1, nil))
 	w := watch(t, attach(t, dir))
 	var last uint64
 	for range 5000 {
 		last, _ = tp.Bump(shm.ReasonForced, 0)
 	}
-	eventually(t, "the reading watcher to see the last bump", func() bool { return w.Generation() == last })
+	eventually.True(t, "the reading watcher to see the last bump", func() bool { return w.Generation() == last })
 }
 
 func TestRegionWipedOnBump(t *testing.T) {
@@ -448,8 +442,8 @@ func TestRegionWipedOnBump(t *testing.T) {
 		}
 		held = append(held, r)
 	}
-	if _, err := c.Region(ctxT(t, time.Second), 1); !errors.Is(err, ErrLimit) {
-		t.Fatalf("region beyond the per-connection bound: %v, want ErrLimit", err)
+	if _, err := c.Region(ctxT(t, time.Second), 1); !errors.Is(err, client.ErrLimit) {
+		t.Fatalf("region beyond the per-connection bound: %v, want client.ErrLimit", err)
 	}
 	for _, r := range held {
 		r.Close()
@@ -457,7 +451,7 @@ func TestRegionWipedOnBump(t *testing.T) {
 	// Regions go with their connection.
 	c.Close()
 	probe := attach(t, dir)
-	eventually(t, "regions to be released", func() bool { return status(t, probe).Regions == 0 })
+	eventually.True(t, "regions to be released", func() bool { return status(t, probe).Regions == 0 })
 }
 
 // TestRegionProtocolConcurrentWipe runs the client side of the region
@@ -520,7 +514,7 @@ func TestNoDescriptorLeaks(t *testing.T) {
 	tp := startProvider(t, dir)
 	before := countFDs(t)
 	for range 20 {
-		c, err := Attach(dir)
+		c, err := client.Attach(dir)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -537,9 +531,9 @@ func TestNoDescriptorLeaks(t *testing.T) {
 		c.Close()
 	}
 	probe := attach(t, dir)
-	eventually(t, "the provider to drop closed clients", func() bool { return status(t, probe).Clients == 1 })
+	eventually.True(t, "the provider to drop closed clients", func() bool { return status(t, probe).Clients == 1 })
 	probe.Close()
-	eventually(t, "descriptors to be released", func() bool { return countFDs(t) <= before })
+	eventually.True(t, "descriptors to be released", func() bool { return countFDs(t) <= before })
 	_ = tp
 }
 
@@ -608,7 +602,7 @@ func TestVMClockPassedToClients(t *testing.T) {
 	if got := atomic.LoadUint64(word); got != 42 {
 		t.Fatalf("client's counter word reads %d after the change, want 42", got)
 	}
-	eventually(t, "the provider to bump on the counter change", func() bool { return c.Generation() == 2 })
+	eventually.True(t, "the provider to bump on the counter change", func() bool { return c.Generation() == 2 })
 	if s, _ := c.Snapshot(); s.Reason != shm.ReasonVMClock || s.Backend != shm.BackendVMClock {
 		t.Fatalf("snapshot after the change: %+v", s)
 	}
@@ -616,8 +610,8 @@ func TestVMClockPassedToClients(t *testing.T) {
 	// A provider without VMClock says so.
 	mdir := t.TempDir()
 	startProvider(t, mdir)
-	if _, err := attach(t, mdir).VMClock(ctxT(t, time.Second)); !errors.Is(err, ErrUnavailable) {
-		t.Fatalf("VMClock from a manual provider: %v, want ErrUnavailable", err)
+	if _, err := attach(t, mdir).VMClock(ctxT(t, time.Second)); !errors.Is(err, client.ErrUnavailable) {
+		t.Fatalf("VMClock from a manual provider: %v, want client.ErrUnavailable", err)
 	}
 }
 

@@ -1,19 +1,13 @@
 //go:build !linux
 
-package runtime
+package provider
 
-import (
-	"fmt"
-	"os"
-	"time"
-)
+import "fmt"
 
 // New is not supported on this system.
 func New(cfg Config) (*Provider, error) {
 	return nil, fmt.Errorf("starting a snapsafe provider: %w", ErrNotSupported)
 }
 
+// accept never runs here: New always fails, so no Provider exists.
 func (*Provider) accept() error { return ErrNotSupported }
-func monotonic() time.Duration  { return 0 }
-
-func dupFile(*os.File) (*os.File, error) { return nil, ErrNotSupported }

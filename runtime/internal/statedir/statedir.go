@@ -1,13 +1,6 @@
-// Package runtime is snapsafe's provider core — the generation state, bumps,
-// watchers and their acknowledgements, the orchestrator wait and the wipe
-// regions — and the client side of its control protocol.
-//
-// A Provider owns a state directory holding the generation page
-// ("generation"), the control socket ("control.sock") and a lock file
-// ("lock"). Clients Attach to the directory: they map the page read-only and
-// connect to the socket. Client.Generation is one atomic load from the page;
-// everything else goes over the socket.
-package runtime
+// Package statedir names the files of a snapsafe state directory and finds
+// the directory a provider serves or a client attaches to.
+package statedir
 
 import (
 	"fmt"

@@ -1,0 +1,28 @@
+package client
+
+import (
+	"fmt"
+	"path/filepath"
+
+	"github.com/snapsafe/snapsafe/runtime/internal/statedir"
+	"github.com/snapsafe/snapsafe/shm"
+)
+
+// Attach maps the generation page of the provider on dir (DefaultDir() when
+// empty) and connects to its control socket. It fails with an error
+// matching ErrNoProvider when no provider runs there.
+func Attach(dir string) (*Client, error) {
+	if dir == "" {
+		dir = DefaultDir()
+	}
+	ctl, err := dialCtl(dir, nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	page, err := shm.MapPage(filepath.Join(dir, statedir.PageFile))
+	if err != nil {
+		ctl.close()
+		return nil, fmt.Errorf("attaching to %s: %w", dir, err)
+	}
+	return &Client{dir: dir, page: page, ctl: ctl}, nil
+}

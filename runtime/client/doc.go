@@ -1,0 +1,29 @@
+// Package client is what applications import to use a snapsafe provider:
+// attaching to its state directory, the one-load generation probe,
+// consistent snapshots of the page, watchers and their acknowledgements, the
+// orchestrator wait, forced bumps, wipe-on-restore regions and the VMClock
+// device.
+//
+// A provider (package runtime/provider, run by snapsafed) owns a state
+// directory holding the generation page ("generation"), the control socket
+// ("control.sock") and a lock file. Attach maps the page read-only and
+// connects to the socket. Client.Generation is one atomic load from the
+// page; everything else goes over the socket (docs/ABI.md).
+package client
+
+import (
+	"github.com/snapsafe/snapsafe/runtime/api"
+	"github.com/snapsafe/snapsafe/runtime/internal/statedir"
+)
+
+// Status is the provider's state and counters (snapsafectl status --json).
+type Status = api.Status
+
+// SystemDir is the state directory of a provider run by root.
+const SystemDir = statedir.SystemDir
+
+// DefaultDir returns the state directory a client attaches to when none is
+// given: $SNAPSAFE_DIR; else, for a non-root user who runs a provider of
+// their own, that user's directory; else SystemDir, where a system-wide
+// provider serves every user.
+func DefaultDir() string { return statedir.ClientDir() }

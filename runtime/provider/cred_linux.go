@@ -1,0 +1,117 @@
+package provider
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+func peerCred(conn *net.UnixConn) (*unix.Ucred, error) {
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := rc.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return nil, err
+	}
+	if cerr != nil {
+		return nil, fmt.Errorf("reading peer credentials: %w", cerr)
+	}
+	return cred, nil
+}
+
+// Privilege to force a bump. CAP_CHECKPOINT_RESTORE is the capability
+// Linux gives checkpoint/restore tools, the natural holders of this right.
+const capCheckpointRestore = 40
+
+// mayBump decides whether a peer may force bumps: root, the provider's own
+// user, a holder of CAP_CHECKPOINT_RESTORE, or a member of the bump group.
+// Capabilities and supplementary groups are read from /proc/<pid>/status
+// when the peer is admitted. A pid can name another process once the peer
+// has exited, so the peer's pidfd is checked after the read: if the
+// process it names is still there, the status read was its own.
+func (p *Provider) mayBump(conn *net.UnixConn, cred *unix.Ucred) bool {
+	if cred.Uid == 0 || cred.Uid == uint32(os.Geteuid()) {
+		return true
+	}
+	if p.bumpGID >= 0 && cred.Gid == uint32(p.bumpGID) {
+		return true
+	}
+	pidfd := peerPidfd(conn, cred.Pid)
+	if pidfd >= 0 {
+		defer unix.Close(pidfd)
+	}
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", cred.Pid))
+	if err != nil {
+		return false
+	}
+	if pidfd >= 0 && errors.Is(unix.PidfdSendSignal(pidfd, 0, nil, 0), unix.ESRCH) {
+		return false // the peer is gone: the status may have been another process's
+	}
+	capEff, groups := parseProcStatus(string(st))
+	if capEff&(1<<capCheckpointRestore) != 0 {
+		return true
+	}
+	for _, g := range groups {
+		if p.bumpGID >= 0 && g == uint32(p.bumpGID) {
+			return true
+		}
+	}
+	return false
+}
+
+// soPeerPidfd is SO_PEERPIDFD (Linux 6.5+): a pidfd for the process that
+// connected, recorded by the kernel at connect time. x/sys does not name it
+// yet; 77 is its value on every architecture Go runs Linux on.
+const soPeerPidfd = 77
+
+// peerPidfd returns a pidfd for the peer: the kernel's, from the time of
+// connect (SO_PEERPIDFD), else one opened now by pid (Linux 5.3+), else -1.
+func peerPidfd(conn *net.UnixConn, pid int32) int {
+	fd := -1
+	if rc, err := conn.SyscallConn(); err == nil {
+		_ = rc.Control(func(s uintptr) {
+			if v, err := unix.GetsockoptInt(int(s), unix.SOL_SOCKET, soPeerPidfd); err == nil {
+				fd = v
+			}
+		})
+	}
+	if fd < 0 {
+		if v, err := unix.PidfdOpen(int(pid), 0); err == nil {
+			fd = v
+		}
+	}
+	return fd
+}
+
+// parseProcStatus extracts the effective capabilities and the supplementary
+// groups from the text of /proc/<pid>/status.
+func parseProcStatus(s string) (capEff uint64, groups []uint32) {
+	for _, line := range strings.Split(s, "\n") {
+		key, val, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		val = strings.TrimSpace(val)
+		switch key {
+		case "CapEff":
+			capEff, _ = strconv.ParseUint(val, 16, 64)
+		case "Groups":
+			for _, f := range strings.Fields(val) {
+				if g, err := strconv.ParseUint(f, 10, 32); err == nil {
+					groups = append(groups, uint32(g))
+				}
+			}
+		}
+	}
+	return capEff, groups
+}

@@ -1,0 +1,78 @@
+package provider
+
+import (
+	"net"
+	"sync"
+	"time"
+
+	"github.com/snapsafe/snapsafe/shm"
+)
+
+// peer is one connected client. The fields below mu belong to the
+// provider's lock.
+type peer struct {
+	conn   *net.UnixConn
+	uid    uint32
+	pid    int32
+	mayBmp bool // decided at connect time from the peer's credentials
+
+	wmu      sync.Mutex    // serialises writes to conn
+	deadline time.Time     // conn's write deadline; under wmu
+	notify   chan struct{} // capacity 1: a generation event is pending
+	done     chan struct{} // closed when the peer is dropped
+
+	// Under Provider.mu.
+	watcher bool
+	acked   uint64
+	waitID  uint32
+	waiting bool
+	regions []*shm.Region
+}
+
+// drop disconnects c and releases everything it held. A watcher stops
+// counting; if it was the last outdated one, waits end.
+func (p *Provider) drop(c *peer) {
+	p.mu.Lock()
+	if _, ok := p.conns[c]; !ok {
+		p.mu.Unlock()
+		return
+	}
+	delete(p.conns, c)
+	if c.watcher {
+		p.watchers--
+		if c.acked != p.gen.Load() {
+			p.outdated--
+			p.checkWaitsLocked()
+		}
+	}
+	for _, r := range c.regions {
+		p.regionBytes -= len(r.Bytes())
+		r.Close()
+	}
+	c.regions = nil
+	p.mu.Unlock()
+	close(c.done)
+	c.conn.Close()
+}
+
+// send writes one message (with descriptors in oob, if any) to c. On
+// failure it closes c's connection (its serve goroutine then drops it)
+// and reports false. Every write has at least half of
+// writeTimeout to complete; the deadline is moved only when it gets closer
+// than that, because moving it costs a timer update per message (a bump to
+// a thousand watchers is a thousand messages).
+func (p *Provider) send(c *peer, msg, oob []byte) bool {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if now := time.Now(); c.deadline.Sub(now) < writeTimeout/2 {
+		c.deadline = now.Add(writeTimeout)
+		_ = c.conn.SetWriteDeadline(c.deadline)
+	}
+	if _, _, err := c.conn.WriteMsgUnix(msg, oob, nil); err != nil {
+		// Closing the connection ends c's serve goroutine, which drops c:
+		// the provider starts no goroutine of its own for it.
+		c.conn.Close()
+		return false
+	}
+	return true
+}

@@ -1,0 +1,179 @@
+// Package provider is snapsafe's provider core: the generation state,
+// bumps, watchers and their acknowledgements, the orchestrator wait, the
+// wipe regions, and the server side of the control protocol (docs/ABI.md).
+// snapsafed is a thin main around it; applications use runtime/client.
+package provider
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/snapsafe/snapsafe/backend"
+	"github.com/snapsafe/snapsafe/shm"
+)
+
+// Provider bounds. They keep one peer from exhausting the provider's
+// descriptors or memory.
+const (
+	MaxConns          = 4096 // connected clients, watchers included
+	MaxRegionsPerConn = 16   // wipe regions one connection may hold
+	writeTimeout      = 2 * time.Second
+)
+
+// Config configures a Provider.
+type Config struct {
+	// Dir is the state directory; DefaultDir() when empty.
+	Dir string
+	// Source produces restore events; nil means manual (bumps only come
+	// over the control socket).
+	Source backend.Source
+	// BumpGroup, when set, names a group whose members may force bumps
+	// (in addition to root, the provider's own user and holders of
+	// CAP_CHECKPOINT_RESTORE).
+	BumpGroup string
+	// Logger receives the provider's logs; slog.Default() when nil.
+	Logger *slog.Logger
+}
+
+// Provider publishes the generation and coordinates clients.
+//
+// Goroutines. Run owns every goroutine the provider starts and returns only
+// after all of them have ended:
+//   - the accept loop and the event source's Run: started by Run, stopped by
+//     closing the listener and cancelling the source's context; Run waits for
+//     both on errc;
+//   - one serve goroutine per client: started by the accept loop, ended by
+//     EOF or by closing the client's connection (drop, a failed send, or
+//     shutdown); counted in wg;
+//   - one notifier per watcher: started by watch, ended when the peer's done
+//     channel closes in drop; counted in wg;
+//   - one short-lived sender per ended orchestrator wait (so that a slow peer
+//     never holds mu): started by endWaitLocked, ends when its one write
+//     completes or times out; counted in wg.
+//
+// shutdown closes the listener, drops every peer and waits for wg.
+type Provider struct {
+	dir     string
+	log     *slog.Logger
+	source  backend.Source
+	backend shm.Backend
+	bumpGID int // -1: no bump group
+	started time.Time
+
+	page *shm.Writer
+	lock *os.File
+	ln   *net.UnixListener
+
+	gen   atomic.Uint64 // current generation; written under mu
+	ready chan struct{}
+
+	mu          sync.Mutex
+	conns       map[*peer]struct{}
+	watchers    int // peers that are watchers
+	outdated    int // watchers whose ack is older than gen
+	regionBytes int
+	bumps       uint64
+	closed      bool
+	wg          sync.WaitGroup
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Ready is closed once the start-up bump is published and the provider
+// accepts clients.
+func (p *Provider) Ready() <-chan struct{} { return p.ready }
+
+// Dir returns the state directory.
+func (p *Provider) Dir() string { return p.dir }
+
+// Generation returns the current generation.
+func (p *Provider) Generation() uint64 { return p.gen.Load() }
+
+// Run publishes the start-up bump, then serves clients and turns the
+// source's events into bumps until ctx is done or the source fails. On
+// return the page is marked stopped and every client is disconnected.
+func (p *Provider) Run(ctx context.Context) error {
+	defer p.Close()
+	prior, _ := p.page.Prior() // 0 for a new or unreadable page
+	p.gen.Store(prior)
+	// The provider cannot know whether it missed a restore while it was not
+	// running, so it always bumps when it starts.
+	if _, err := p.Bump(shm.ReasonStartup, 0); err != nil {
+		return err
+	}
+	close(p.ready)
+	p.log.Info("provider ready", "dir", p.dir, "generation", p.Generation(), "backend", p.backend.String(), "prior", prior)
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 2)
+	go func() { errc <- p.accept() }()
+	go func() {
+		err := p.source.Run(ctx, p.onEvent)
+		if err == nil && ctx.Err() == nil {
+			err = errors.New("stopped unexpectedly")
+		}
+		if err != nil {
+			err = fmt.Errorf("%s event source: %w", p.source.Name(), err)
+		}
+		errc <- err
+	}()
+	var err error
+	pending := 2
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		pending--
+	}
+	cancel()
+	p.shutdown()
+	// Both goroutines end promptly now (listener closed, ctx done); wait for
+	// them so that the caller may close the source once Run returns.
+	for ; pending > 0; pending-- {
+		<-errc
+	}
+	return err
+}
+
+// shutdown marks the page stopped and disconnects everyone. Only the first
+// call does anything.
+func (p *Provider) shutdown() {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
+	p.closed = true
+	p.page.SetState(shm.StateStopped)
+	conns := make([]*peer, 0, len(p.conns))
+	for c := range p.conns {
+		conns = append(conns, c)
+	}
+	p.mu.Unlock()
+	if p.ln != nil {
+		p.ln.Close()
+	}
+	for _, c := range conns {
+		p.drop(c)
+	}
+	p.wg.Wait()
+	p.log.Info("provider stopped", "generation", p.Generation())
+}
+
+// Close stops the provider if it runs and releases the page, the socket
+// and the directory lock. It is idempotent.
+func (p *Provider) Close() error {
+	p.closeOnce.Do(func() {
+		p.shutdown()
+		p.closeErr = errors.Join(p.page.Close(), p.lock.Close())
+	})
+	return p.closeErr
+}

@@ -1,0 +1,42 @@
+package provider
+
+import (
+	"os"
+
+	"github.com/google/uuid"
+	"github.com/snapsafe/snapsafe/acpi"
+	"github.com/snapsafe/snapsafe/runtime/api"
+)
+
+// Status reports the provider's state and counters.
+func (p *Provider) Status() api.Status {
+	snap, _ := p.page.Snapshot()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s := api.Status{
+		Generation:  p.gen.Load(),
+		Watchers:    p.watchers,
+		Outdated:    p.outdated,
+		Clients:     len(p.conns),
+		RegionBytes: p.regionBytes,
+		Bumps:       p.bumps,
+		Backend:     p.backend.String(),
+		Source:      api.SourceInfo{Name: p.source.Name()}, // MERGE: p.source.Info()
+		VMGenID:     acpi.Probe(),
+		Epoch:       uuid.UUID(snap.Epoch).String(),
+		Reason:      snap.Reason.String(),
+		State:       snap.State.String(),
+		BumpTime:    snap.Time,
+		Wiped:       snap.Wiped,
+		ProviderPID: os.Getpid(),
+		Started:     p.started,
+		Dir:         p.dir,
+	}
+	for c := range p.conns {
+		s.Regions += len(c.regions)
+		if c.waiting {
+			s.Waiting++
+		}
+	}
+	return s
+}
