@@ -101,7 +101,7 @@ func TestIntegrationProbe(t *testing.T) {
 
 func TestIntegrationDiscover(t *testing.T) {
 	if _, err := os.Stat(testdevice.UeventPath); err != nil {
-		t.Skipf("needs a VMGENID device bound as a platform device (Firecracker guest, Linux 6.10+): %v", err)
+		testdevice.Skip(t, "needs a VMGENID device bound as a platform device (Firecracker guest, Linux 6.10+): %v", err)
 	}
 	devs, err := Discover()
 	if err != nil || len(devs) == 0 {

@@ -16,9 +16,7 @@ import (
 // requireRoot skips tests that drive the kernel as root.
 func requireRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (to read /dev/kmsg and write sysfs uevent files): run the tests as root")
-	}
+	testdevice.RequireRoot(t, "to read /dev/kmsg and write sysfs uevent files")
 }
 
 // requireVMGenID skips tests that need the VMGENID platform device, and

@@ -9,6 +9,7 @@
 package testdevice
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -22,15 +23,40 @@ import (
 // Firecracker guest with Linux 6.10 or later.
 const UeventPath = "/sys/bus/platform/devices/VMGENCTR:00/uevent"
 
-// Require skips the test unless it runs as root on a machine with the
-// device, then takes the device for the rest of the test.
-func Require(t testing.TB) {
+// RequireEnv names the environment variable that turns the skips of this
+// package into failures: .ci/run sets SNAPSAFE_REQUIRE_DEVICE=1 on CI's
+// machine, which is root and has the device, so that a test that should
+// have driven the real device can never pass by skipping.
+const RequireEnv = "SNAPSAFE_REQUIRE_DEVICE"
+
+// Skip skips the test because this machine lacks root or the VMGENID
+// device, with a message that says why and what to do; with RequireEnv set
+// to 1 it fails the test instead.
+func Skip(t testing.TB, format string, args ...any) {
+	t.Helper()
+	msg := fmt.Sprintf(format, args...)
+	if os.Getenv(RequireEnv) == "1" {
+		t.Fatalf("%s (%s=1: this machine must have root and the VMGENID device)", msg, RequireEnv)
+	}
+	t.Skip(msg)
+}
+
+// RequireRoot skips (see Skip) unless the test runs as root; why says what
+// root is needed for.
+func RequireRoot(t testing.TB, why string) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("needs root (to write the VMGENID device's sysfs uevent file and read /dev/kmsg): run the tests as root")
+		Skip(t, "needs root (%s): run the tests as root", why)
 	}
+}
+
+// Require skips (see Skip) unless the test runs as root on a machine with
+// the device, then takes the device for the rest of the test.
+func Require(t testing.TB) {
+	t.Helper()
+	RequireRoot(t, "to write the VMGENID device's sysfs uevent file and read /dev/kmsg")
 	if _, err := os.Stat(UeventPath); err != nil {
-		t.Skipf("needs a VMGENID device bound as a platform device (Firecracker guest, Linux 6.10+): %v", err)
+		Skip(t, "needs a VMGENID device bound as a platform device (Firecracker guest, Linux 6.10+): %v", err)
 	}
 	Lock(t)
 }
