@@ -5,6 +5,8 @@ PKGS     := ./...
 # Arguments for `make run`, e.g. make run ARGS="--dir /tmp/ss --backend manual".
 ARGS     ?=
 FUZZTIME ?= 30s
+# The staticcheck release make lint installs when none is on the machine.
+STATICCHECK_VERSION := v0.8.2
 
 .PHONY: all build run test bench fuzz lint clean
 
@@ -33,12 +35,15 @@ fuzz:
 	@for f in $$($(GO) test -list '^Fuzz' ./acpi | grep '^Fuzz'); do \
 	  echo "$$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) ./acpi || exit 1; done
 
+# gofmt; go vet for linux, darwin and purego; staticcheck (installed at
+# STATICCHECK_VERSION if the machine has none).
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 	GOOS=darwin $(GO) vet $(PKGS)
 	$(GO) vet -tags purego ./csprng/...
+	@GO="$(GO)" scripts/staticcheck.sh $(STATICCHECK_VERSION) $(PKGS)
 
 clean:
 	rm -rf $(BIN)
