@@ -35,7 +35,8 @@ fuzz:
 	@for f in $$($(GO) test -list '^Fuzz' ./acpi | grep '^Fuzz'); do \
 	  echo "$$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) ./acpi || exit 1; done
 
-# gofmt; go vet for linux, darwin and purego; staticcheck (installed at
+# gofmt; go vet for linux, darwin and purego; go generate reproduces the
+# committed generated files byte for byte; staticcheck (installed at
 # STATICCHECK_VERSION if the machine has none).
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -43,6 +44,7 @@ lint:
 	$(GO) vet $(PKGS)
 	GOOS=darwin $(GO) vet $(PKGS)
 	$(GO) vet -tags purego ./csprng/...
+	@GO="$(GO)" scripts/check-generate.sh
 	@GO="$(GO)" scripts/staticcheck.sh $(STATICCHECK_VERSION) $(PKGS)
 
 clean:
