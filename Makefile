@@ -28,12 +28,10 @@ test: lint
 bench:
 	$(GO) run ./bench/harness -out bench/results
 
-# Every fuzz target in turn, FUZZTIME each.
+# Every fuzz target of every package in $(PKGS), found with go test -list,
+# in turn, FUZZTIME each; stops at the first failure.
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./runtime
-	$(GO) test -run '^$$' -fuzz '^FuzzKeyStream$$' -fuzztime $(FUZZTIME) ./csprng/internal/chacha20
-	@for f in $$($(GO) test -list '^Fuzz' ./acpi | grep '^Fuzz'); do \
-	  echo "$$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) ./acpi || exit 1; done
+	@GO="$(GO)" FUZZTIME="$(FUZZTIME)" scripts/fuzz.sh $(PKGS)
 
 # gofmt; go vet for linux, darwin and purego; go generate reproduces the
 # committed generated files byte for byte; staticcheck (installed at
