@@ -5,6 +5,9 @@ PKGS     := ./...
 # Arguments for `make run`, e.g. make run ARGS="--dir /tmp/ss --backend manual".
 ARGS     ?=
 FUZZTIME ?= 30s
+# Where make bench writes latest.md and latest.svg: an ignored folder unless
+# asked otherwise; make bench BENCH_OUT=bench/results updates the committed ones.
+BENCH_OUT ?= bench/out
 # The staticcheck release make lint installs when none is on the machine.
 STATICCHECK_VERSION := v0.8.2
 
@@ -24,9 +27,9 @@ test: lint
 
 # The side-by-side harness: csprng against crypto/rand, math/rand/v2 and
 # x/crypto/chacha20, the generation check, reseeding and the latency
-# figures; writes bench/results/latest.md and latest.svg.
+# figures; writes latest.md and latest.svg into $(BENCH_OUT).
 bench:
-	$(GO) run ./bench/harness -out bench/results
+	$(GO) run ./bench/harness -out $(BENCH_OUT)
 
 # Every fuzz target of every package in $(PKGS), found with go test -list,
 # in turn, FUZZTIME each; stops at the first failure.
