@@ -5,6 +5,11 @@ PKGS     := ./...
 # Arguments for `make run`, e.g. make run ARGS="--dir /tmp/ss --backend manual".
 ARGS     ?=
 FUZZTIME ?= 30s
+# Where make bench writes latest.md and latest.svg: an ignored folder unless
+# asked otherwise; make bench BENCH_OUT=bench/results updates the committed ones.
+BENCH_OUT ?= bench/out
+# The staticcheck release make lint installs when none is on the machine.
+STATICCHECK_VERSION := v0.8.2
 
 .PHONY: all build run test bench fuzz lint clean
 
@@ -22,23 +27,26 @@ test: lint
 
 # The side-by-side harness: csprng against crypto/rand, math/rand/v2 and
 # x/crypto/chacha20, the generation check, reseeding and the latency
-# figures; writes bench/results/latest.md and latest.svg.
+# figures; writes latest.md and latest.svg into $(BENCH_OUT).
 bench:
-	$(GO) run ./bench/harness -out bench/results
+	$(GO) run ./bench/harness -out $(BENCH_OUT)
 
-# Every fuzz target in turn, FUZZTIME each.
+# Every fuzz target of every package in $(PKGS), found with go test -list,
+# in turn, FUZZTIME each; stops at the first failure.
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./runtime
-	$(GO) test -run '^$$' -fuzz '^FuzzKeyStream$$' -fuzztime $(FUZZTIME) ./csprng/internal/chacha20
-	@for f in $$($(GO) test -list '^Fuzz' ./acpi | grep '^Fuzz'); do \
-	  echo "$$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) ./acpi || exit 1; done
+	@GO="$(GO)" FUZZTIME="$(FUZZTIME)" scripts/fuzz.sh $(PKGS)
 
+# gofmt; go vet for linux, darwin and purego; go generate reproduces the
+# committed generated files byte for byte; staticcheck (installed at
+# STATICCHECK_VERSION if the machine has none).
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 	GOOS=darwin $(GO) vet $(PKGS)
 	$(GO) vet -tags purego ./csprng/...
+	@GO="$(GO)" scripts/check-generate.sh
+	@GO="$(GO)" scripts/staticcheck.sh $(STATICCHECK_VERSION) $(PKGS)
 
 clean:
 	rm -rf $(BIN)
