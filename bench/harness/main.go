@@ -5,7 +5,7 @@
 // signal-to-page latencies) through go test — and writes a Markdown report
 // and an SVG chart.
 //
-//	go run ./bench/harness -out bench/results
+//	go run ./bench/harness -out bench/out
 package main
 
 import (
@@ -21,7 +21,7 @@ import (
 
 func main() {
 	testing.Init()
-	out := flag.String("out", "bench/results", "directory for latest.md and latest.svg")
+	out := flag.String("out", "bench/out", "directory for latest.md and latest.svg (bench/results holds the committed figures)")
 	benchtime := flag.Duration("benchtime", time.Second, "time per in-process benchmark")
 	latency := flag.Bool("latency", true, "also run the package benchmarks (check cost, reseed, latencies) with go test")
 	flag.Parse()
