@@ -209,6 +209,14 @@ func TestIntegrationCLIContract(t *testing.T) {
 	if got := mustCtl(t, dir, "bump", "--min", "50"); got != "101" {
 		t.Fatalf("bump --min 50 printed %q", got)
 	}
+	// The bricking bump: refused with exit 1 and a message naming the bound;
+	// the generation stays and the next bump works.
+	if out, errs, code := ctl(t, dir, "bump", "--min", "18446744073709551614"); code != 1 || out != "" || !strings.Contains(errs, "at most 4294967397") {
+		t.Fatalf("bump --min 2^64-2 exited %d, stdout %q, stderr %q; want 1 and the bound", code, out, errs)
+	}
+	if got := mustCtl(t, dir, "bump"); got != "102" {
+		t.Fatalf("bump after a refused one printed %q, want 102", got)
+	}
 
 	lazy, _ := startWatch(t, dir)
 	_, ackOut := startWatch(t, dir, "--ack")
@@ -240,8 +248,8 @@ func TestIntegrationCLIContract(t *testing.T) {
 	if s := status(t, dir); s.Watchers != 1 {
 		t.Fatalf("watchers = %d after the kill, want 1", s.Watchers)
 	}
-	if lines := strings.Fields(ackOut.String()); len(lines) != 2 || lines[0] != "102" || lines[1] != "103" {
-		t.Fatalf("acking watcher printed %q, want 102 and 103", ackOut)
+	if lines := strings.Fields(ackOut.String()); len(lines) != 2 || lines[0] != "103" || lines[1] != "104" {
+		t.Fatalf("acking watcher printed %q, want 103 and 104", ackOut)
 	}
 
 	// Privilege: uid 65534 may read status but not bump.

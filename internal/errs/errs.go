@@ -29,6 +29,8 @@ var (
 	ErrNotWatcher = errors.New("not a watcher")
 	// ErrUnavailable: the provider has no such resource (no VMClock device).
 	ErrUnavailable = errors.New("not available from this provider")
+	// ErrInvalid: an argument is out of range; the request changed nothing.
+	ErrInvalid = errors.New("invalid argument")
 	// ErrLimit: a bound of the provider was exceeded.
 	ErrLimit = errors.New("provider limit exceeded")
 	// ErrNewGeneration: a newer generation arrived while waiting (or the

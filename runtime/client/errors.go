@@ -23,6 +23,9 @@ var (
 	ErrNotWatcher = errs.ErrNotWatcher
 	// ErrUnavailable: the provider has no such resource (no VMClock device).
 	ErrUnavailable = errs.ErrUnavailable
+	// ErrInvalid: an argument was out of range (a forced bump's floor too far
+	// above the current generation); the request changed nothing.
+	ErrInvalid = errs.ErrInvalid
 	// ErrLimit: a bound of the provider was exceeded.
 	ErrLimit = errs.ErrLimit
 	// ErrNewGeneration: a newer generation arrived while waiting (or the

@@ -34,22 +34,42 @@ func (p *Provider) onEvent(ev backend.Event) {
 		"lost", ev.Lost, "detail", ev.Detail, "latency", time.Since(ev.Time))
 }
 
+// Bounds of forced bumps. A forced bump's floor ("bump, but to at least
+// this") may lie at most MaxForcedStep above the current generation, and no
+// forced bump goes past ForcedCeiling. Restore events are not bounded that
+// way: between ForcedCeiling and the last generation lie 2^63 values that
+// only real restores (and start-ups) use, so no sequence of permitted
+// requests can leave the provider unable to bump for a restore or to start.
+const (
+	MaxForcedStep = 1 << 32
+	ForcedCeiling = 1 << 63
+	// lastGeneration is the largest generation: clients reserve 2^64-1 for
+	// "state never seeded" (csprng stores generations complemented, so that
+	// zeroed memory stands for it).
+	lastGeneration = math.MaxUint64 - 1
+)
+
 // Bump publishes generation max(floor, current+1) for reason and returns it:
 // the page is updated in the ABI's order (wiping every region), every
 // watcher becomes outdated and is notified, and every orchestrator wait
-// ends with a new-generation result.
+// ends with a new-generation result. A forced bump whose floor is out of
+// bounds (see MaxForcedStep) fails with an error matching ErrInvalid and
+// changes nothing.
 func (p *Provider) Bump(reason shm.Reason, floor uint64) (uint64, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
 		return 0, errors.New("provider is shutting down")
 	}
-	// The generation stops below 2^64-1: clients reserve that value for
-	// "state never seeded" (csprng stores generations complemented, so
-	// that zeroed memory stands for it).
 	cur := p.gen.Load()
-	if cur >= math.MaxUint64-1 || floor == math.MaxUint64 {
-		return 0, fmt.Errorf("generation %d cannot be reached: generations stop at 2^64-2", max(floor, cur+1))
+	if reason == shm.ReasonForced {
+		if err := checkFloor(cur, floor); err != nil {
+			return 0, err
+		}
+	}
+	if cur >= lastGeneration {
+		// Unreachable in practice (2^63 restores), but never wrap.
+		return 0, fmt.Errorf("generation %d is the last one: generations stop at 2^64-2", cur)
 	}
 	next := max(floor, cur+1)
 	p.page.Publish(shm.Update{
@@ -89,4 +109,18 @@ func (p *Provider) wipeLocked() {
 			r.Wipe()
 		}
 	}
+}
+
+// checkFloor refuses a forced bump's floor that lies too far above the
+// current generation or past ForcedCeiling.
+func checkFloor(cur, floor uint64) error {
+	switch {
+	case floor > cur && floor-cur > MaxForcedStep:
+		return fmt.Errorf("%w: --min %d lies more than %d (2^32) above the current generation %d: ask for at most %d",
+			ErrInvalid, floor, uint64(MaxForcedStep), cur, cur+MaxForcedStep)
+	case max(floor, cur+1) > ForcedCeiling:
+		return fmt.Errorf("%w: a forced bump may not pass generation %d (2^63), kept free for restore events: the current generation is %d",
+			ErrInvalid, uint64(ForcedCeiling), cur)
+	}
+	return nil
 }

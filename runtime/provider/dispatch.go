@@ -2,6 +2,7 @@ package provider
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	"github.com/snapsafe/snapsafe/backend"
@@ -47,6 +48,9 @@ func (p *Provider) handle(c *peer, m wire.Message) bool {
 			return fail(wire.CodeNotPermitted, "forcing a bump needs root, the provider's user, CAP_CHECKPOINT_RESTORE or membership of the provider's --bump-group")
 		}
 		gen, err := p.Bump(shm.ReasonForced, m.U64())
+		if errors.Is(err, ErrInvalid) {
+			return fail(wire.CodeInvalid, err.Error())
+		}
 		if err != nil {
 			return fail(wire.CodeInternal, err.Error())
 		}

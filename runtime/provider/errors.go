@@ -11,6 +11,8 @@ var (
 	ErrNotSupported = errs.ErrNotSupported
 	// ErrProviderRunning: another provider holds the state directory.
 	ErrProviderRunning = errs.ErrProviderRunning
+	// ErrInvalid: an argument is out of range (a forced bump's floor).
+	ErrInvalid = errs.ErrInvalid
 )
 
 // DefaultDir returns the state directory a provider uses when none is

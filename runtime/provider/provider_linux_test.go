@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -182,6 +183,57 @@ func TestBumpMin(t *testing.T) {
 	}
 	if s := status(t, c); s.Reason != "forced" || s.Generation != 103 {
 		t.Fatalf("status after bumps = %+v", s)
+	}
+}
+
+// TestBumpFloorBounded replays the bricking bump: a privileged
+// `bump --min 2^64-2` used to leave the provider unable to bump again (real
+// restores included) or to start. Floors far above the generation are now
+// refused, changing nothing; the largest permitted sequence still leaves
+// restores and restarts working.
+func TestBumpFloorBounded(t *testing.T) {
+	dir := t.TempDir()
+	tp := startProvider(t, dir)
+	c := attach(t, dir)
+	ctx := ctxT(t, 5*time.Second)
+	before := c.Generation()
+	for _, floor := range []uint64{math.MaxUint64 - 1, math.MaxUint64, before + MaxForcedStep + 1, ForcedCeiling + 1} {
+		_, err := c.Bump(ctx, floor)
+		if !errors.Is(err, client.ErrInvalid) || !strings.Contains(err.Error(), "at most") && !strings.Contains(err.Error(), "2^63") {
+			t.Fatalf("bump --min %d: %v, want ErrInvalid naming the bound", floor, err)
+		}
+		if g := c.Generation(); g != before {
+			t.Fatalf("refused bump --min %d moved the generation %d -> %d", floor, before, g)
+		}
+	}
+	if g, err := c.Bump(ctx, before+MaxForcedStep); err != nil || g != before+MaxForcedStep {
+		t.Fatalf("bump by exactly the step = %d, %v", g, err)
+	}
+	// Forced bumps stop at the ceiling. (Reaching it by forced bumps alone
+	// takes 2^31 requests; the provider's own unbounded Bump gets there.)
+	if _, err := tp.Bump(shm.ReasonACPI, ForcedCeiling-3); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if _, err := c.Bump(ctx, 0); err != nil {
+			t.Fatalf("forced bump below the ceiling: %v", err)
+		}
+	}
+	if g := c.Generation(); g != ForcedCeiling {
+		t.Fatalf("generation %d, want the ceiling %d", g, uint64(ForcedCeiling))
+	}
+	if _, err := c.Bump(ctx, 0); !errors.Is(err, client.ErrInvalid) || !strings.Contains(err.Error(), "2^63") {
+		t.Fatalf("forced bump past the ceiling: %v, want ErrInvalid naming 2^63", err)
+	}
+	// Restore events and restarts still bump.
+	if g, err := tp.Bump(shm.ReasonACPI, 0); err != nil || g != ForcedCeiling+1 {
+		t.Fatalf("restore bump after the forced ceiling = %d, %v", g, err)
+	}
+	c.Close()
+	tp.stop()
+	tp2 := startProvider(t, dir)
+	if g := tp2.Generation(); g <= ForcedCeiling {
+		t.Fatalf("restart after the ceiling: generation %d", g)
 	}
 }
 

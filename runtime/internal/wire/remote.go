@@ -22,6 +22,8 @@ func (e *RemoteError) Is(target error) bool {
 		return target == errs.ErrNotWatcher
 	case CodeLimit:
 		return target == errs.ErrLimit
+	case CodeInvalid:
+		return target == errs.ErrInvalid
 	case CodeUnavailable:
 		return target == errs.ErrUnavailable
 	}
