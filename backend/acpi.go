@@ -42,9 +42,12 @@ func NewACPISource(opts ACPIOptions) (*ACPISource, error) {
 		opts.Logger = slog.Default()
 	}
 	if _, err := acpi.Discover(); err != nil {
-		if errors.Is(err, acpi.ErrNotSupported) {
-			return nil, fmt.Errorf("acpi backend: %w: %w", ErrNotSupported, err)
+		// acpi's sentinels are backend's: wrap them once.
+		if errors.Is(err, ErrNotSupported) || errors.Is(err, ErrNoDevice) {
+			return nil, fmt.Errorf("acpi backend: %w", err)
 		}
+		// A device without a driver (or a sysfs that cannot be read)
+		// reports no restores: to this source it is as good as absent.
 		return nil, fmt.Errorf("acpi backend: %w: %w", ErrNoDevice, err)
 	}
 	s := &ACPISource{opts: opts, info: acpi.Probe(), co: newCoalescer(coalesceWindow)}
