@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/snapsafe/snapsafe/internal/errs"
+	"github.com/snapsafe/snapsafe/runtime/api"
 )
 
 // ErrNotSupported is returned (wrapped) when a source cannot run on this
@@ -58,7 +59,7 @@ type Source interface {
 	// It returns nil when ctx is done.
 	Run(ctx context.Context, emit func(Event)) error
 	// Info describes the source for status output.
-	Info() map[string]any
+	Info() api.SourceInfo
 	// Close releases the source's descriptors. It is idempotent.
 	Close() error
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 
 	"github.com/snapsafe/snapsafe/acpi"
+	"github.com/snapsafe/snapsafe/runtime/api"
 )
 
 // Options configures the sources Select can build.
@@ -89,9 +90,9 @@ type reasoned struct {
 
 func withReason(s Source, why string) Source { return reasoned{s, why} }
 
-func (r reasoned) Info() map[string]any {
+func (r reasoned) Info() api.SourceInfo {
 	info := r.Source.Info()
-	info["why"] = r.why
+	info.Why = r.why
 	return info
 }
 

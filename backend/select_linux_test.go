@@ -38,8 +38,8 @@ func TestSelectAutoPrefersVMClock(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if s.Name() != "vmclock" || !strings.Contains(s.Info()["why"].(string), "VMClock") {
-		t.Fatalf("auto picked %s (%v)", s.Name(), s.Info()["why"])
+	if s.Name() != "vmclock" || !strings.Contains(s.Info().Why, "VMClock") {
+		t.Fatalf("auto picked %s (%v)", s.Name(), s.Info().Why)
 	}
 	if DeviceFile(s) == nil {
 		t.Fatal("the selected VMClock source offers no device file")
@@ -68,9 +68,9 @@ func TestIntegrationSelectAuto(t *testing.T) {
 	}
 	defer s.Close()
 	if s.Name() != "acpi" {
-		t.Fatalf("auto picked %s: %v", s.Name(), s.Info()["why"])
+		t.Fatalf("auto picked %s: %v", s.Name(), s.Info().Why)
 	}
-	if why := s.Info()["why"].(string); !strings.Contains(why, "no "+DefaultVMClockPath) || !strings.Contains(why, "VMGENID") {
+	if why := s.Info().Why; !strings.Contains(why, "no "+DefaultVMClockPath) || !strings.Contains(why, "VMGENID") {
 		t.Fatalf("why = %q", why)
 	}
 }

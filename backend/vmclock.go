@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	abi "github.com/snapsafe/snapsafe/internal/vmclockabi"
+	"github.com/snapsafe/snapsafe/runtime/api"
 	"os"
 	"runtime"
 	"sync/atomic"
@@ -290,26 +291,26 @@ func (s *VMClockSource) Close() error {
 func (s *VMClockSource) Name() string { return "vmclock" }
 
 // Info describes the device and the current counter.
-func (s *VMClockSource) Info() map[string]any {
-	info := map[string]any{
-		"source":          "vmclock",
-		"path":            s.clock.path,
-		"magic":           fmt.Sprintf("%#08x", uint32(abi.Magic)),
-		"version":         s.clock.hdr.version,
-		"size":            s.clock.hdr.size,
-		"counter_present": s.clock.flags&abi.FlagCounter != 0,
-		"notifications":   s.clock.Notifies(),
+func (s *VMClockSource) Info() api.SourceInfo {
+	info := api.SourceInfo{
+		Name:           "vmclock",
+		Path:           s.clock.path,
+		Magic:          fmt.Sprintf("%#08x", uint32(abi.Magic)),
+		Version:        s.clock.hdr.version,
+		Size:           s.clock.hdr.size,
+		CounterPresent: s.clock.flags&abi.FlagCounter != 0,
+		Notifications:  s.clock.Notifies(),
 	}
 	if s.notify != nil {
-		info["mode"] = "notify"
+		info.Mode = "notify"
 	} else {
-		info["mode"] = "poll"
-		info["poll_interval"] = s.interval.String()
+		info.Mode = "poll"
+		info.PollInterval = s.interval.String()
 	}
 	if gen, ok, err := s.clock.Counter(); err != nil {
-		info["counter_error"] = err.Error()
+		info.CounterError = err.Error()
 	} else if ok {
-		info["counter"] = gen
+		info.Counter = gen
 	}
 	return info
 }

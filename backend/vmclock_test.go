@@ -8,8 +8,10 @@ import (
 	"errors"
 	"fmt"
 	abi "github.com/snapsafe/snapsafe/internal/vmclockabi"
+	"github.com/snapsafe/snapsafe/runtime/api"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -503,26 +505,20 @@ func TestVMClockSourceInfo(t *testing.T) {
 	if s.Name() != "vmclock" {
 		t.Errorf("Name() = %q", s.Name())
 	}
-	info := s.Info()
-	want := map[string]any{
-		"source":          "vmclock",
-		"path":            path,
-		"magic":           "0x4b4c4356",
-		"version":         uint16(1),
-		"size":            uint32(testPageSize),
-		"counter_present": true,
-		"notifications":   false,
-		"mode":            "poll",
-		"poll_interval":   "10ms",
-		"counter":         uint64(77),
+	want := api.SourceInfo{
+		Name:           "vmclock",
+		Path:           path,
+		Magic:          "0x4b4c4356",
+		Version:        1,
+		Size:           testPageSize,
+		CounterPresent: true,
+		Notifications:  false,
+		Mode:           "poll",
+		PollInterval:   "10ms",
+		Counter:        77,
 	}
-	if len(info) != len(want) {
-		t.Errorf("Info() = %v, want %v", info, want)
-	}
-	for k, v := range want {
-		if info[k] != v {
-			t.Errorf("Info()[%q] = %#v, want %#v", k, info[k], v)
-		}
+	if info := s.Info(); !reflect.DeepEqual(info, want) {
+		t.Errorf("Info() = %+v, want %+v", info, want)
 	}
 	if _, err := NewVMClockSource(path, VMClockOptions{Interval: -time.Second}); err == nil {
 		t.Error("NewVMClockSource accepted a negative interval")
@@ -541,7 +537,7 @@ func TestVMClockSourceNotify(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.notify == nil || s.Info()["mode"] != "notify" {
+	if s.notify == nil || s.Info().Mode != "notify" {
 		t.Fatalf("source with the notification flag does not wait for notifications: %v", s.Info())
 	}
 	if err := s.notify.ack(); err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/snapsafe/snapsafe/acpi"
 	"github.com/snapsafe/snapsafe/backend"
+	"github.com/snapsafe/snapsafe/runtime/api"
 	"github.com/snapsafe/snapsafe/shm"
 )
 
@@ -454,7 +455,7 @@ type Status struct {
 	RegionBytes int            `json:"region_bytes"`
 	Bumps       uint64         `json:"bumps"`
 	Backend     string         `json:"backend"`
-	Source      map[string]any `json:"source,omitempty"`
+	Source      api.SourceInfo `json:"source,omitempty"`
 	VMGenID     acpi.Info      `json:"vmgenid"` // the ACPI VMGENID probe, whatever the backend
 	Epoch       string         `json:"epoch"`
 	Reason      string         `json:"reason"`

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/snapsafe/snapsafe/runtime"
+	"github.com/snapsafe/snapsafe/runtime/api"
 )
 
 // Exit codes of the CLI contract.
@@ -174,13 +175,17 @@ func (c cli) printStatus(ctx context.Context, cl *runtime.Client, asJSON bool) i
 		}
 		return exitOK
 	}
+	source, err := sourceFields(s.Source)
+	if err != nil {
+		return c.fail(err)
+	}
 	fmt.Fprintf(c.stdout, "generation  %d (reason %s, %s)\n", s.Generation, s.Reason, s.BumpTime.Format(time.RFC3339Nano))
 	fmt.Fprintf(c.stdout, "epoch       %s\n", s.Epoch)
 	fmt.Fprintf(c.stdout, "watchers    %d (%d outdated, %d orchestrator waits)\n", s.Watchers, s.Outdated, s.Waiting)
 	fmt.Fprintf(c.stdout, "clients     %d (%d wipe regions, %d bytes)\n", s.Clients, s.Regions, s.RegionBytes)
 	fmt.Fprintf(c.stdout, "backend     %s\n", s.Backend)
-	for _, k := range slices.Sorted(maps.Keys(s.Source)) {
-		fmt.Fprintf(c.stdout, "  %-18s %v\n", k, s.Source[k])
+	for _, k := range slices.Sorted(maps.Keys(source)) {
+		fmt.Fprintf(c.stdout, "  %-18s %v\n", k, source[k])
 	}
 	v := s.VMGenID
 	fmt.Fprintf(c.stdout, "vmgenid     kernel %s, signals %v, %d VM-fork records since boot\n", v.Kernel, v.Signals, v.ForkRecords)
@@ -193,6 +198,21 @@ func (c cli) printStatus(ctx context.Context, cl *runtime.Client, asJSON bool) i
 	fmt.Fprintf(c.stdout, "provider    pid %d, %s, %d bumps since %s\n", s.ProviderPID, s.State, s.Bumps, s.Started.Format(time.RFC3339))
 	fmt.Fprintf(c.stdout, "directory   %s\n", s.Dir)
 	return exitOK
+}
+
+// sourceFields returns the event source's description as the JSON object
+// of the status reply, so that the listing shows the keys status --json
+// shows.
+func sourceFields(s api.SourceInfo) (map[string]any, error) {
+	b, err := json.Marshal(s)
+	if err != nil {
+		return nil, err
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, err
+	}
+	return m, nil
 }
 
 func (c cli) bump(args []string) int {

@@ -71,7 +71,7 @@ func run(args []string) int {
 		return 1
 	}
 	defer src.Close()
-	log.Info("event source", "backend", src.Name(), "why", src.Info()["why"])
+	log.Info("event source", "backend", src.Name(), "why", src.Info().Why)
 	p, err := runtime.New(runtime.Config{Dir: *dir, Source: src, BumpGroup: *group, Logger: log})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "snapsafed: %v\n", err)
