@@ -310,7 +310,7 @@ func (s *VMClockSource) Info() api.SourceInfo {
 	if gen, ok, err := s.clock.Counter(); err != nil {
 		info.CounterError = err.Error()
 	} else if ok {
-		info.Counter = gen
+		info.Counter = &gen
 	}
 	return info
 }

@@ -505,6 +505,7 @@ func TestVMClockSourceInfo(t *testing.T) {
 	if s.Name() != "vmclock" {
 		t.Errorf("Name() = %q", s.Name())
 	}
+	counter := uint64(77)
 	want := api.SourceInfo{
 		Name:           "vmclock",
 		Path:           path,
@@ -515,7 +516,7 @@ func TestVMClockSourceInfo(t *testing.T) {
 		Notifications:  false,
 		Mode:           "poll",
 		PollInterval:   "10ms",
-		Counter:        77,
+		Counter:        &counter,
 	}
 	if info := s.Info(); !reflect.DeepEqual(info, want) {
 		t.Errorf("Info() = %+v, want %+v", info, want)
