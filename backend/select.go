@@ -6,6 +6,7 @@ import (
 	"log/slog"
 
 	"github.com/snapsafe/snapsafe/acpi"
+	"github.com/snapsafe/snapsafe/backend/vmclock"
 	"github.com/snapsafe/snapsafe/runtime/api"
 )
 
@@ -16,7 +17,7 @@ type Options struct {
 	AcceptSynthetic bool
 	// KmsgMatch replaces the ACPI source's kernel-log match text (tests).
 	KmsgMatch string
-	// VMClockPath is the VMClock device; DefaultVMClockPath when empty.
+	// VMClockPath is the VMClock device; vmclock.DefaultPath when empty.
 	VMClockPath string
 	Logger      *slog.Logger
 }
@@ -31,7 +32,7 @@ func Select(name string, opts Options) (Source, error) {
 		opts.Logger = slog.Default()
 	}
 	if opts.VMClockPath == "" {
-		opts.VMClockPath = DefaultVMClockPath
+		opts.VMClockPath = vmclock.DefaultPath
 	}
 	switch name {
 	case "manual":

@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"github.com/snapsafe/snapsafe/backend"
-	abi "github.com/snapsafe/snapsafe/internal/vmclockabi"
+	abi "github.com/snapsafe/snapsafe/backend/vmclock"
 	"github.com/snapsafe/snapsafe/shm"
 	"golang.org/x/sys/unix"
 )
