@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/snapsafe/snapsafe/acpi"
+	"github.com/snapsafe/snapsafe/runtime/api"
 )
 
 // ACPIOptions configures the ACPI VMGENID source.
@@ -42,9 +43,12 @@ func NewACPISource(opts ACPIOptions) (*ACPISource, error) {
 		opts.Logger = slog.Default()
 	}
 	if _, err := acpi.Discover(); err != nil {
-		if errors.Is(err, acpi.ErrNotSupported) {
-			return nil, fmt.Errorf("acpi backend: %w: %w", ErrNotSupported, err)
+		// acpi's sentinels are backend's: wrap them once.
+		if errors.Is(err, ErrNotSupported) || errors.Is(err, ErrNoDevice) {
+			return nil, fmt.Errorf("acpi backend: %w", err)
 		}
+		// A device without a driver (or a sysfs that cannot be read)
+		// reports no restores: to this source it is as good as absent.
 		return nil, fmt.Errorf("acpi backend: %w: %w", ErrNoDevice, err)
 	}
 	s := &ACPISource{opts: opts, info: acpi.Probe(), co: newCoalescer(coalesceWindow)}
@@ -75,7 +79,7 @@ func (s *ACPISource) SeesRestores() bool {
 func (s *ACPISource) Name() string { return "acpi" }
 
 // Info describes the device, the kernel and the signals followed.
-func (s *ACPISource) Info() map[string]any {
+func (s *ACPISource) Info() api.SourceInfo {
 	var followed []string
 	if s.kmsg != nil {
 		followed = append(followed, acpi.SignalKmsg)
@@ -83,22 +87,20 @@ func (s *ACPISource) Info() map[string]any {
 	if s.uevent != nil {
 		followed = append(followed, acpi.SignalUevent)
 	}
-	info := map[string]any{
-		"source":           "acpi",
-		"kernel":           s.info.Kernel,
-		"kernel_signals":   s.info.Signals,
-		"followed":         followed,
-		"fork_records":     s.info.ForkRecords,
-		"accept_synthetic": s.opts.AcceptSynthetic,
-		"coalesced":        s.co.absorbedCount(),
+	info := api.SourceInfo{
+		Name:            "acpi",
+		Kernel:          s.info.Kernel,
+		KernelSignals:   s.info.Signals,
+		Followed:        followed,
+		ForkRecords:     s.info.ForkRecords,
+		AcceptSynthetic: s.opts.AcceptSynthetic,
+		Coalesced:       s.co.absorbedCount(),
+		KmsgMatch:       s.opts.KmsgMatch,
 	}
 	if len(s.info.Devices) > 0 {
 		d := s.info.Devices[0]
-		info["device"] = d.SysfsPath
-		info["driver"] = d.Driver
-	}
-	if s.opts.KmsgMatch != "" {
-		info["kmsg_match"] = s.opts.KmsgMatch
+		info.Device = d.SysfsPath
+		info.Driver = d.Driver
 	}
 	return info
 }

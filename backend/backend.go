@@ -9,17 +9,21 @@ package backend
 
 import (
 	"context"
-	"errors"
 	"os"
 	"time"
+
+	"github.com/snapsafe/snapsafe/internal/errs"
+	"github.com/snapsafe/snapsafe/runtime/api"
 )
 
 // ErrNotSupported is returned (wrapped) when a source cannot run on this
-// operating system or machine. Match it with errors.Is.
-var ErrNotSupported = errors.New("not supported")
+// operating system or machine. Match it with errors.Is. It is the same value
+// as acpi.ErrNotSupported and shm.ErrNotSupported.
+var ErrNotSupported = errs.ErrNotSupported
 
 // ErrNoDevice is returned (wrapped) when the device a source needs is absent.
-var ErrNoDevice = errors.New("device not present")
+// It is the same value as acpi.ErrNoDevice.
+var ErrNoDevice = errs.ErrNoDevice
 
 // Kind says why a source reported an Event. It maps onto the reason stored
 // in the generation page.
@@ -55,7 +59,7 @@ type Source interface {
 	// It returns nil when ctx is done.
 	Run(ctx context.Context, emit func(Event)) error
 	// Info describes the source for status output.
-	Info() map[string]any
+	Info() api.SourceInfo
 	// Close releases the source's descriptors. It is idempotent.
 	Close() error
 }

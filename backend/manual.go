@@ -1,6 +1,10 @@
 package backend
 
-import "context"
+import (
+	"context"
+
+	"github.com/snapsafe/snapsafe/runtime/api"
+)
 
 // Manual returns the manual source: it reports no events of its own, so
 // the generation only moves on forced bumps over the control socket.
@@ -17,6 +21,6 @@ func (manual) Run(ctx context.Context, _ func(Event)) error {
 
 func (manual) Close() error { return nil }
 
-func (manual) Info() map[string]any {
-	return map[string]any{"source": "manual", "why": "bumps come only from snapsafectl bump"}
+func (manual) Info() api.SourceInfo {
+	return api.SourceInfo{Name: "manual", Why: "bumps come only from snapsafectl bump"}
 }

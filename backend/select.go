@@ -6,6 +6,8 @@ import (
 	"log/slog"
 
 	"github.com/snapsafe/snapsafe/acpi"
+	"github.com/snapsafe/snapsafe/backend/vmclock"
+	"github.com/snapsafe/snapsafe/runtime/api"
 )
 
 // Options configures the sources Select can build.
@@ -15,7 +17,7 @@ type Options struct {
 	AcceptSynthetic bool
 	// KmsgMatch replaces the ACPI source's kernel-log match text (tests).
 	KmsgMatch string
-	// VMClockPath is the VMClock device; DefaultVMClockPath when empty.
+	// VMClockPath is the VMClock device; vmclock.DefaultPath when empty.
 	VMClockPath string
 	Logger      *slog.Logger
 }
@@ -30,7 +32,7 @@ func Select(name string, opts Options) (Source, error) {
 		opts.Logger = slog.Default()
 	}
 	if opts.VMClockPath == "" {
-		opts.VMClockPath = DefaultVMClockPath
+		opts.VMClockPath = vmclock.DefaultPath
 	}
 	switch name {
 	case "manual":
@@ -89,9 +91,9 @@ type reasoned struct {
 
 func withReason(s Source, why string) Source { return reasoned{s, why} }
 
-func (r reasoned) Info() map[string]any {
+func (r reasoned) Info() api.SourceInfo {
 	info := r.Source.Info()
-	info["why"] = r.why
+	info.Why = r.why
 	return info
 }
 

@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/snapsafe/snapsafe/acpi"
+	"github.com/snapsafe/snapsafe/backend/vmclock"
 	"github.com/snapsafe/snapsafe/internal/testdevice"
-	abi "github.com/snapsafe/snapsafe/internal/vmclockabi"
 )
 
 func TestSelectRejects(t *testing.T) {
@@ -22,7 +22,7 @@ func TestSelectRejects(t *testing.T) {
 		t.Fatalf("vmclock with no device: %v, want ErrNoDevice", err)
 	}
 	page := filepath.Join(t.TempDir(), "vmclock0")
-	os.WriteFile(page, abi.Page(4096, 0, 1), 0o444) // no counter flag
+	os.WriteFile(page, vmclock.Page(4096, 0, 1), 0o444) // no counter flag
 	if _, err := Select("vmclock", Options{VMClockPath: page}); !errors.Is(err, ErrNotSupported) {
 		t.Fatalf("vmclock without a counter: %v, want ErrNotSupported", err)
 	}
@@ -30,7 +30,7 @@ func TestSelectRejects(t *testing.T) {
 
 func TestSelectAutoPrefersVMClock(t *testing.T) {
 	page := filepath.Join(t.TempDir(), "vmclock0")
-	if err := os.WriteFile(page, abi.Page(4096, abi.FlagCounter, 7), 0o444); err != nil {
+	if err := os.WriteFile(page, vmclock.Page(4096, vmclock.FlagCounter, 7), 0o444); err != nil {
 		t.Fatal(err)
 	}
 	s, err := Select("auto", Options{VMClockPath: page})
@@ -38,8 +38,8 @@ func TestSelectAutoPrefersVMClock(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if s.Name() != "vmclock" || !strings.Contains(s.Info()["why"].(string), "VMClock") {
-		t.Fatalf("auto picked %s (%v)", s.Name(), s.Info()["why"])
+	if s.Name() != "vmclock" || !strings.Contains(s.Info().Why, "VMClock") {
+		t.Fatalf("auto picked %s (%v)", s.Name(), s.Info().Why)
 	}
 	if DeviceFile(s) == nil {
 		t.Fatal("the selected VMClock source offers no device file")
@@ -56,7 +56,7 @@ func TestIntegrationSelectAuto(t *testing.T) {
 	if _, err := acpi.Discover(); err != nil {
 		t.Skipf("needs a VMGENID device with a bound driver: %v", err)
 	}
-	if _, err := os.Stat(DefaultVMClockPath); err == nil {
+	if _, err := os.Stat(vmclock.DefaultPath); err == nil {
 		t.Skip("this machine has a VMClock device, which auto prefers")
 	}
 	if os.Geteuid() != 0 {
@@ -68,9 +68,9 @@ func TestIntegrationSelectAuto(t *testing.T) {
 	}
 	defer s.Close()
 	if s.Name() != "acpi" {
-		t.Fatalf("auto picked %s: %v", s.Name(), s.Info()["why"])
+		t.Fatalf("auto picked %s: %v", s.Name(), s.Info().Why)
 	}
-	if why := s.Info()["why"].(string); !strings.Contains(why, "no "+DefaultVMClockPath) || !strings.Contains(why, "VMGENID") {
+	if why := s.Info().Why; !strings.Contains(why, "no "+vmclock.DefaultPath) || !strings.Contains(why, "VMGENID") {
 		t.Fatalf("why = %q", why)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 
 	"github.com/snapsafe/snapsafe/backend"
+	"github.com/snapsafe/snapsafe/backend/vmclock"
 )
 
 // quiet is the follower's logger: a library does not write to the
@@ -21,7 +22,7 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 // when this process can follow neither.
 func startFollower() *source {
 	src := newSource(ModeFollower)
-	if vc, err := backend.OpenVMClock(backend.DefaultVMClockPath); err == nil {
+	if vc, err := vmclock.Open(vmclock.DefaultPath); err == nil {
 		if w := vc.CounterWord(); w != nil {
 			src.vmc = w // kept open for the life of the process
 		} else {

@@ -21,6 +21,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/snapsafe/snapsafe/runtime/api"
 	"github.com/snapsafe/snapsafe/runtime/client"
 )
 
@@ -174,17 +175,17 @@ func (c cli) printStatus(ctx context.Context, cl *client.Client, asJSON bool) in
 		}
 		return exitOK
 	}
+	source, err := sourceFields(s.Source)
+	if err != nil {
+		return c.fail(err)
+	}
 	fmt.Fprintf(c.stdout, "generation  %d (reason %s, %s)\n", s.Generation, s.Reason, s.BumpTime.Format(time.RFC3339Nano))
 	fmt.Fprintf(c.stdout, "epoch       %s\n", s.Epoch)
 	fmt.Fprintf(c.stdout, "watchers    %d (%d outdated, %d orchestrator waits)\n", s.Watchers, s.Outdated, s.Waiting)
 	fmt.Fprintf(c.stdout, "clients     %d (%d wipe regions, %d bytes)\n", s.Clients, s.Regions, s.RegionBytes)
 	fmt.Fprintf(c.stdout, "backend     %s\n", s.Backend)
-	// The source's fields, by their JSON names: the ones it sets.
-	var src map[string]any
-	if b, err := json.Marshal(s.Source); err == nil && json.Unmarshal(b, &src) == nil {
-		for _, k := range slices.Sorted(maps.Keys(src)) {
-			fmt.Fprintf(c.stdout, "  %-18s %v\n", k, src[k])
-		}
+	for _, k := range slices.Sorted(maps.Keys(source)) {
+		fmt.Fprintf(c.stdout, "  %-18s %v\n", k, source[k])
 	}
 	v := s.VMGenID
 	fmt.Fprintf(c.stdout, "vmgenid     kernel %s, signals %v, %d VM-fork records since boot\n", v.Kernel, v.Signals, v.ForkRecords)
@@ -197,6 +198,21 @@ func (c cli) printStatus(ctx context.Context, cl *client.Client, asJSON bool) in
 	fmt.Fprintf(c.stdout, "provider    pid %d, %s, %d bumps since %s\n", s.ProviderPID, s.State, s.Bumps, s.Started.Format(time.RFC3339))
 	fmt.Fprintf(c.stdout, "directory   %s\n", s.Dir)
 	return exitOK
+}
+
+// sourceFields returns the event source's description as the JSON object
+// of the status reply, so that the listing shows the keys status --json
+// shows.
+func sourceFields(s api.SourceInfo) (map[string]any, error) {
+	b, err := json.Marshal(s)
+	if err != nil {
+		return nil, err
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, err
+	}
+	return m, nil
 }
 
 func (c cli) bump(args []string) int {

@@ -17,6 +17,7 @@ import (
 	"syscall"
 
 	"github.com/snapsafe/snapsafe/backend"
+	"github.com/snapsafe/snapsafe/backend/vmclock"
 	"github.com/snapsafe/snapsafe/runtime/provider"
 )
 
@@ -30,7 +31,7 @@ func run(args []string) int {
 	source := fs.String("backend", "auto", "event source: auto, acpi, vmclock or manual")
 	synthetic := fs.Bool("accept-synthetic", false, "also count root-written synthetic uevents on the VMGENID device (for tests)")
 	group := fs.String("bump-group", "", "group whose members may force bumps (besides root and CAP_CHECKPOINT_RESTORE)")
-	vmclock := fs.String("vmclock-path", backend.DefaultVMClockPath, "VMClock device for the vmclock backend")
+	vmclockPath := fs.String("vmclock-path", vmclock.DefaultPath, "VMClock device for the vmclock backend")
 	kmsgMatch := fs.String("test-kmsg-match", "", "for tests only: count facility-0 kernel log records containing this text as restores, instead of the vmgenid driver's fork record")
 	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	fs.Usage = func() {
@@ -63,7 +64,7 @@ func run(args []string) int {
 	src, err := backend.Select(*source, backend.Options{
 		AcceptSynthetic: *synthetic,
 		KmsgMatch:       *kmsgMatch,
-		VMClockPath:     *vmclock,
+		VMClockPath:     *vmclockPath,
 		Logger:          log,
 	})
 	if err != nil {
@@ -71,7 +72,7 @@ func run(args []string) int {
 		return 1
 	}
 	defer src.Close()
-	log.Info("event source", "backend", src.Name(), "why", src.Info()["why"])
+	log.Info("event source", "backend", src.Name(), "why", src.Info().Why)
 	p, err := provider.New(provider.Config{Dir: *dir, Source: src, BumpGroup: *group, Logger: log})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "snapsafed: %v\n", err)

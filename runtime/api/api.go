@@ -7,7 +7,12 @@
 // any of them importing another. docs/ABI.md names the keys.
 package api
 
-import "time"
+import (
+	"encoding/json"
+	"reflect"
+	"strings"
+	"time"
+)
 
 // Status is the provider's state and counters, as the status request returns
 // it.
@@ -35,7 +40,8 @@ type Status struct {
 }
 
 // SourceInfo describes the provider's event source. Name is always set;
-// the other fields belong to one source each and are omitted by the others.
+// the other fields belong to one source each and are omitted by the others
+// (see MarshalJSON).
 type SourceInfo struct {
 	// Name is the backend: "manual", "acpi" or "vmclock".
 	Name string `json:"source"`
@@ -44,27 +50,53 @@ type SourceInfo struct {
 	Why string `json:"why,omitempty"`
 
 	// The acpi source.
-	Kernel          string   `json:"kernel,omitempty"`
-	KernelSignals   []string `json:"kernel_signals,omitempty"`
-	Followed        []string `json:"followed,omitempty"`
-	ForkRecords     int      `json:"fork_records,omitempty"`
-	AcceptSynthetic bool     `json:"accept_synthetic,omitempty"`
-	Coalesced       uint64   `json:"coalesced,omitempty"`
+	Kernel          string   `json:"kernel" source:"acpi"`
+	KernelSignals   []string `json:"kernel_signals" source:"acpi"`
+	Followed        []string `json:"followed" source:"acpi"`
+	ForkRecords     int      `json:"fork_records" source:"acpi"`
+	AcceptSynthetic bool     `json:"accept_synthetic" source:"acpi"`
+	Coalesced       uint64   `json:"coalesced" source:"acpi"`
 	Device          string   `json:"device,omitempty"`
 	Driver          string   `json:"driver,omitempty"`
 	KmsgMatch       string   `json:"kmsg_match,omitempty"`
 
 	// The vmclock source.
-	Path           string `json:"path,omitempty"`
-	Magic          string `json:"magic,omitempty"`
-	Version        uint16 `json:"version,omitempty"`
-	Size           uint32 `json:"size,omitempty"`
-	CounterPresent bool   `json:"counter_present,omitempty"`
-	Notifications  bool   `json:"notifications,omitempty"`
-	Mode           string `json:"mode,omitempty"`
+	Path           string `json:"path" source:"vmclock"`
+	Magic          string `json:"magic" source:"vmclock"`
+	Version        uint16 `json:"version" source:"vmclock"`
+	Size           uint32 `json:"size" source:"vmclock"`
+	CounterPresent bool   `json:"counter_present" source:"vmclock"`
+	Notifications  bool   `json:"notifications" source:"vmclock"`
+	Mode           string `json:"mode" source:"vmclock"`
 	PollInterval   string `json:"poll_interval,omitempty"`
-	Counter        uint64 `json:"counter,omitempty"`
-	CounterError   string `json:"counter_error,omitempty"`
+	// Counter is nil when the counter could not be read (CounterError
+	// says why) or is no longer maintained.
+	Counter      *uint64 `json:"counter,omitempty"`
+	CounterError string  `json:"counter_error,omitempty"`
+}
+
+// MarshalJSON writes the fields of the source Name names, and none of the
+// other sources': a field tagged source:"x" is written, even when zero,
+// exactly when Name is x ("coalesced": 0 says something); an untagged
+// field is written unless it is omitempty and zero. Keys come in sorted
+// order.
+func (s SourceInfo) MarshalJSON() ([]byte, error) {
+	v := reflect.ValueOf(s)
+	t := v.Type()
+	fields := make(map[string]any, t.NumField())
+	for i := range t.NumField() {
+		f, x := t.Field(i), v.Field(i)
+		key, opts, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if src, ok := f.Tag.Lookup("source"); ok {
+			if src != s.Name {
+				continue
+			}
+		} else if opts == "omitempty" && x.IsZero() {
+			continue
+		}
+		fields[key] = x.Interface()
+	}
+	return json.Marshal(fields)
 }
 
 // VMGenID describes what this machine offers the ACPI source: the result of

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"sync"
 
-	"github.com/snapsafe/snapsafe/backend"
+	"github.com/snapsafe/snapsafe/backend/vmclock"
 	"github.com/snapsafe/snapsafe/runtime/internal/wire"
 	"github.com/snapsafe/snapsafe/shm"
 )
@@ -111,7 +111,7 @@ func (c *Client) Region(ctx context.Context, size int) (*shm.Region, error) {
 // itself: it changes before the guest resumes, which closes the window
 // between a restore and the provider's bump. It fails with an error
 // matching ErrUnavailable when the provider's backend is not vmclock.
-func (c *Client) VMClock(ctx context.Context) (*backend.VMClock, error) {
+func (c *Client) VMClock(ctx context.Context) (*vmclock.VMClock, error) {
 	r, err := c.ctl.call(ctx, wire.VMClock, nil)
 	if err != nil {
 		return nil, fmt.Errorf("vmclock: %w", err)
@@ -119,7 +119,7 @@ func (c *Client) VMClock(ctx context.Context) (*backend.VMClock, error) {
 	if r.file == nil {
 		return nil, fmt.Errorf("vmclock: the provider sent no descriptor")
 	}
-	vc, err := backend.MapVMClockFile(r.file)
+	vc, err := vmclock.MapFile(r.file)
 	if err != nil {
 		r.file.Close()
 		return nil, fmt.Errorf("vmclock: %w", err)

@@ -19,8 +19,8 @@ import (
 	"time"
 
 	"github.com/snapsafe/snapsafe/backend"
+	"github.com/snapsafe/snapsafe/backend/vmclock"
 	"github.com/snapsafe/snapsafe/internal/eventually"
-	abi "github.com/snapsafe/snapsafe/internal/vmclockabi"
 	"github.com/snapsafe/snapsafe/runtime/client"
 	"github.com/snapsafe/snapsafe/runtime/internal/statedir"
 	"github.com/snapsafe/snapsafe/runtime/internal/wire"
@@ -611,7 +611,7 @@ func TestParseProcStatus(t *testing.T) {
 func TestVMClockPassedToClients(t *testing.T) {
 	dir := t.TempDir()
 	page := filepath.Join(t.TempDir(), "vmclock0")
-	if err := os.WriteFile(page, abi.Page(4096, abi.FlagCounter, 41), 0o644); err != nil {
+	if err := os.WriteFile(page, vmclock.Page(4096, vmclock.FlagCounter, 41), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	src, err := backend.NewVMClockSource(page, backend.VMClockOptions{})
@@ -648,7 +648,7 @@ func TestVMClockPassedToClients(t *testing.T) {
 	defer f.Close()
 	var b [8]byte
 	binary.LittleEndian.PutUint64(b[:], 42)
-	if _, err := f.WriteAt(b[:], abi.OffCounter); err != nil {
+	if _, err := f.WriteAt(b[:], vmclock.OffCounter); err != nil {
 		t.Fatal(err)
 	}
 	if got := atomic.LoadUint64(word); got != 42 {

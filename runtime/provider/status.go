@@ -21,7 +21,7 @@ func (p *Provider) Status() api.Status {
 		RegionBytes: p.regionBytes,
 		Bumps:       p.bumps,
 		Backend:     p.backend.String(),
-		Source:      api.SourceInfo{Name: p.source.Name()}, // MERGE: p.source.Info()
+		Source:      p.source.Info(),
 		VMGenID:     acpi.Probe(),
 		Epoch:       uuid.UUID(snap.Epoch).String(),
 		Reason:      snap.Reason.String(),

@@ -1,23 +1,22 @@
-package backend
+package vmclock
 
 import (
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	abi "github.com/snapsafe/snapsafe/internal/vmclockabi"
 	"io/fs"
 	"os"
 
 	"golang.org/x/sys/unix"
 )
 
-// OpenVMClock opens the VMClock device at path read-only and maps its page
+// Open opens the VMClock device at path read-only and maps its page
 // read-only. A regular file with the same layout is accepted too (tests, and
 // captures of a page). It checks the magic, the version and the declared size.
 // When path does not exist, or its driver is gone, the error wraps
 // ErrNoDevice. Close releases the mapping and the descriptor.
-func OpenVMClock(path string) (*VMClock, error) {
+func Open(path string) (*VMClock, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ENODEV) || errors.Is(err, unix.ENXIO) {
@@ -28,7 +27,7 @@ func OpenVMClock(path string) (*VMClock, error) {
 		}
 		return nil, fmt.Errorf("opening VMClock: %w", err)
 	}
-	c, err := mapVMClock(path, f)
+	c, err := mapFile(path, f)
 	if err != nil {
 		f.Close()
 		return nil, err
@@ -36,11 +35,11 @@ func OpenVMClock(path string) (*VMClock, error) {
 	return c, nil
 }
 
-// MapVMClockFile maps a VMClock device received from a provider (or opened
-// by the caller) read-only, and takes ownership of f.
-func MapVMClockFile(f *os.File) (*VMClock, error) { return mapVMClock(f.Name(), f) }
+// MapFile maps a VMClock device received from a provider (or opened by the
+// caller) read-only, and takes ownership of f.
+func MapFile(f *os.File) (*VMClock, error) { return mapFile(f.Name(), f) }
 
-func mapVMClock(path string, f *os.File) (*VMClock, error) {
+func mapFile(path string, f *os.File) (*VMClock, error) {
 	st, err := f.Stat()
 	if err != nil {
 		return nil, fmt.Errorf("VMClock: %w", err)
@@ -53,7 +52,7 @@ func mapVMClock(path string, f *os.File) (*VMClock, error) {
 		n = int64(os.Getpagesize())
 	case st.Mode().IsRegular():
 		n = st.Size()
-		if err := checkVMClockLen(n); err != nil {
+		if err := checkLen(n); err != nil {
 			return nil, fmt.Errorf("VMClock %s: %w", path, err)
 		}
 	default:
@@ -74,22 +73,6 @@ func mapVMClock(path string, f *os.File) (*VMClock, error) {
 	return c, nil
 }
 
-// checkOpen finishes validating a freshly mapped page and records its flags.
-func (c *VMClock) checkOpen(regular bool) error {
-	// A file shorter than the region it declares is a truncated capture. A
-	// device may declare more than the one page the driver lets us map; our
-	// fields all lie in that page.
-	if regular && int(c.hdr.size) > len(c.layout) {
-		return fmt.Errorf("page declares %d bytes but the file holds only %d: truncated copy", c.hdr.size, len(c.layout))
-	}
-	s, err := c.layout.read()
-	if err != nil {
-		return err
-	}
-	c.flags = s.flags
-	return nil
-}
-
 // Close unmaps the page and closes the device. Calling it again does
 // nothing.
 func (c *VMClock) Close() error {
@@ -105,18 +88,19 @@ func (c *VMClock) Close() error {
 	return err
 }
 
-// newVMClockNotifier opens a second, private descriptor of the device to
+// NewNotifier opens a second, private descriptor of the device at path to
 // wait on. The driver keeps "the last seq_count this descriptor has seen"
 // per open file and reports POLLIN while seq_count differs; a read at an
 // offset inside the page records the current value. Descriptors handed to
-// clients share that state, so the source must not wait on those.
-func newVMClockNotifier(path string) (*vmclockNotifier, error) {
+// clients share that state, so notifications must not be awaited on those.
+// Close releases the descriptor.
+func NewNotifier(path string) (*Notifier, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("opening VMClock for notifications: %w", err)
 	}
-	buf := make([]byte, abi.MinSize)
-	return &vmclockNotifier{f: f, ack: func() error {
+	buf := make([]byte, MinSize)
+	return &Notifier{f: f, ack: func() error {
 		if _, err := f.ReadAt(buf, 0); err != nil {
 			return fmt.Errorf("acknowledging VMClock notification: %w", err)
 		}
@@ -124,10 +108,12 @@ func newVMClockNotifier(path string) (*vmclockNotifier, error) {
 	}}, nil
 }
 
-// run calls onWake after each notification until ctx is done. The driver
-// signals POLLIN|POLLRDNORM (never POLLPRI) and POLLHUP when the device does
-// not notify.
-func (n *vmclockNotifier) run(ctx context.Context, onWake func() error) error {
+// Run calls onWake after each notification until ctx is done, and returns
+// nil then. It fails when onWake does, when waiting fails, and when the
+// device stops notifying (POLLHUP, as the driver signals when the device
+// does not notify). The driver signals POLLIN|POLLRDNORM (never POLLPRI).
+// Run must not be called concurrently with itself.
+func (n *Notifier) Run(ctx context.Context, onWake func() error) error {
 	// poll(2) cannot wait for a channel, so cancellation reaches it as an
 	// eventfd in the same poll set.
 	efd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)

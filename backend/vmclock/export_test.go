@@ -1,0 +1,4 @@
+package vmclock
+
+// SeqWait is seqWait, for the external tests.
+const SeqWait = seqWait
