@@ -411,17 +411,23 @@ func TestMisbehavingPeersAreClosed(t *testing.T) {
 	dir := t.TempDir()
 	startProvider(t, dir)
 	good := attach(t, dir)
+	reserved := wire.Encode(wire.Status, 7, nil)
+	reserved[2] = 1
 	for _, tc := range []struct {
 		name string
 		msg  []byte
 		code wire.Code
+		id   uint32 // the datagram's id whenever it has a whole header of version 1 (ABI §3)
 	}{
-		{"garbage", []byte("hello provider"), wire.CodeVersion},
-		{"short", []byte{1, 2}, wire.CodeMalformed},
-		{"oversized", append(wire.Encode(wire.Status, 1, nil), make([]byte, wire.MaxMessage)...), wire.CodeMalformed},
-		{"unknown type", wire.Encode(0x33, 1, nil), wire.CodeUnknown},
-		{"bad payload", wire.Encode(wire.Ack, 1, []byte{1}), wire.CodeMalformed},
-		{"reply type", wire.Encode(wire.BumpOK, 1, wire.U64(1)), wire.CodeUnknown},
+		{"garbage", []byte("hello provider"), wire.CodeVersion, 0},
+		{"short", []byte{1, 2}, wire.CodeMalformed, 0},
+		{"oversized", append(wire.Encode(wire.Status, 1, nil), make([]byte, wire.MaxMessage)...), wire.CodeMalformed, 1},
+		{"unknown type", wire.Encode(0x33, 2, nil), wire.CodeUnknown, 2},
+		{"bad payload", wire.Encode(wire.Ack, 3, []byte{1}), wire.CodeMalformed, 3},
+		{"reply type", wire.Encode(wire.BumpOK, 4, wire.U64(1)), wire.CodeUnknown, 4},
+		{"reply type, bad payload", wire.Encode(wire.BumpOK, 5, nil), wire.CodeUnknown, 5},
+		{"event type", wire.Encode(wire.Generation, 6, wire.U64(1)), wire.CodeUnknown, 6},
+		{"reserved bytes", reserved, wire.CodeMalformed, 7},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			uc := rawConn(t, dir)
@@ -432,8 +438,8 @@ func TestMisbehavingPeersAreClosed(t *testing.T) {
 			if err != nil {
 				t.Fatalf("no error reply: %v", err)
 			}
-			if m.Type != wire.Error || wire.Code(m.U32()) != tc.code {
-				t.Fatalf("reply %#x code %d, want error code %d", m.Type, m.U32(), tc.code)
+			if m.Type != wire.Error || wire.Code(m.U32()) != tc.code || m.ID != tc.id {
+				t.Fatalf("reply %#x code %d id %d, want error code %d id %d", m.Type, m.U32(), m.ID, tc.code, tc.id)
 			}
 			if _, err := readMsg(t, uc); err != io.EOF {
 				t.Fatalf("connection not closed after the error: %v", err)

@@ -83,7 +83,8 @@ func (p *Provider) serve(c *peer) {
 			return // EOF, or the connection was closed by drop
 		}
 		if err != nil {
-			p.refuse(c, m.ID, wire.Classify(buf[:n]), err.Error())
+			code, id := wire.Classify(buf[:n])
+			p.refuse(c, id, code, err.Error())
 			return
 		}
 		if !p.handle(c, m) {

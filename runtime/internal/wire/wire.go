@@ -87,7 +87,7 @@ type Message struct {
 	Payload []byte
 }
 
-var ErrMalformed = errors.New("malformed Message")
+var ErrMalformed = errors.New("malformed message")
 
 // decode parses one datagram. It checks only the framing and the payload
 // length each type requires, and never panics on any input.
@@ -107,7 +107,7 @@ func Decode(b []byte) (Message, error) {
 	m := Message{Type: Type(b[1]), ID: binary.LittleEndian.Uint32(b[4:]), Payload: b[HeaderSize:]}
 	want, ok := payloadSize[m.Type]
 	if !ok {
-		return m, fmt.Errorf("%w: unknown Message type %#x", ErrMalformed, uint8(m.Type))
+		return m, fmt.Errorf("%w: unknown message type %#x", ErrMalformed, uint8(m.Type))
 	}
 	switch {
 	case want >= 0 && len(m.Payload) != want:
@@ -159,20 +159,24 @@ func EncodeError(id uint32, c Code, text string) []byte {
 	return Encode(Error, id, append(U32(uint32(c)), text...))
 }
 
-// Classify returns the error code with which the provider refuses a
-// datagram that Decode rejected: a wrong version or an unknown type have
-// codes of their own, everything else is malformed.
-func Classify(b []byte) Code {
+// Classify returns the error code and request id with which the provider
+// refuses a datagram that Decode rejected or that is not a request
+// (docs/ABI.md §3): a wrong version is CodeVersion; a type that is not a
+// request (unknown, or a reply or event type) is CodeUnknown; anything else
+// is CodeMalformed. The id is the datagram's own whenever it carries a whole
+// header of the right version, else 0.
+func Classify(b []byte) (Code, uint32) {
 	switch {
 	case len(b) < HeaderSize:
-		return CodeMalformed
+		return CodeMalformed, 0
 	case b[0] != Version:
-		return CodeVersion
+		return CodeVersion, 0
 	}
-	if _, known := payloadSize[Type(b[1])]; !known {
-		return CodeUnknown
+	id := binary.LittleEndian.Uint32(b[4:])
+	if !Type(b[1]).IsRequest() {
+		return CodeUnknown, id
 	}
-	return CodeMalformed
+	return CodeMalformed, id
 }
 
 // IsRequest reports whether t is a request a client may send.

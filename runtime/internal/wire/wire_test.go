@@ -69,7 +69,7 @@ func TestDecodeRejects(t *testing.T) {
 func TestEncodeErrorTruncates(t *testing.T) {
 	b := EncodeError(1, CodeInternal, string(make([]byte, 2*MaxMessage)))
 	if len(b) != MaxMessage {
-		t.Fatalf("error Message of %d bytes, want %d", len(b), MaxMessage)
+		t.Fatalf("error message of %d bytes, want %d", len(b), MaxMessage)
 	}
 	if _, err := Decode(b); err != nil {
 		t.Fatal(err)
