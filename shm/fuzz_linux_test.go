@@ -1,0 +1,45 @@
+package shm
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// FuzzMapPage maps corrupted, truncated and overlong page files, as a
+// hostile or clumsy writer of the state directory could leave them. Mapping
+// must fail with ErrBadPage or give a page whose reads return, within the
+// seqlock's bound, without a crash.
+func FuzzMapPage(f *testing.F) {
+	good := make([]byte, PageSize)
+	v := view{mem: good}
+	v.initHeader()
+	v.publish(Update{Generation: 7, Reason: ReasonForced, State: StateRunning, Time: time.Unix(1, 0)}, nil)
+	f.Add(good)
+	f.Add(good[:PageSize-1])
+	f.Add([]byte{})
+	odd := append([]byte(nil), good...)
+	odd[OffSeq] |= 1 // a write section left open
+	f.Add(odd)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		path := filepath.Join(t.TempDir(), "generation")
+		if err := os.WriteFile(path, b, 0o444); err != nil {
+			t.Fatal(err)
+		}
+		p, err := MapPage(path)
+		if err != nil {
+			if !errors.Is(err, ErrBadPage) {
+				t.Fatalf("MapPage of %d bytes: %v, want ErrBadPage", len(b), err)
+			}
+			return
+		}
+		defer p.Close()
+		_ = p.Generation()
+		_ = p.Wiped()
+		if _, err := p.Snapshot(); err != nil && !errors.Is(err, ErrBusy) {
+			t.Fatalf("Snapshot: %v, want nil or ErrBusy", err)
+		}
+	})
+}
