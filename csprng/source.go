@@ -115,39 +115,6 @@ func selectSource() *source {
 	return newSource(ModeKernel)
 }
 
-// retryInterval is how often a process without a provider looks for one.
-var retryInterval = time.Second
-
-func monitor(ctx context.Context, src *source) {
-	for {
-		if src.mode == ModeProvider {
-			select {
-			case <-src.client.Done():
-			case <-ctx.Done():
-				return
-			}
-			// The provider is gone: its page no longer moves and nobody
-			// wipes our regions. Stop trusting it at once, then find the
-			// best remaining source.
-			current.Store(newSource(ModeKernel))
-			src.retire()
-			src = selectSource()
-			current.Store(src)
-			continue
-		}
-		select {
-		case <-time.After(retryInterval):
-		case <-ctx.Done():
-			return
-		}
-		if p := attachProvider(""); p != nil {
-			current.Store(p)
-			src.retire()
-			src = p
-		}
-	}
-}
-
 // attachProvider attaches to the provider on dir (the default directory
 // when empty), or returns nil.
 func attachProvider(dir string) *source {
