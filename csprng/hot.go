@@ -1,6 +1,9 @@
 package csprng
 
-import "sync/atomic"
+import (
+	"runtime"
+	"sync/atomic"
+)
 
 // hot is a generator's hot-path view, kept in Go memory beside its state
 // and used only by the generator's owner: a Rand's goroutine, or the
@@ -62,6 +65,24 @@ func unchanged(gp, vp *uint64, g, v uint64) bool {
 	g2, v2 := load(gp, vp)
 	return g2 == g && v2 == v
 }
+
+// loadFence orders the plain loads of generator state before the atomic
+// load of the generation that follows it. On weakly ordered architectures
+// a load of state that the provider has just wiped could otherwise be
+// satisfied after the re-check of the generation; an atomic
+// read-modify-write (acquire and release) on a private word forbids that.
+// Where loads are never reordered with other loads (loadsOrdered) it costs
+// nothing: the constant condition compiles away.
+func loadFence() {
+	if !loadsOrdered {
+		var w uint64
+		atomic.AddUint64(&w, 0)
+	}
+}
+
+// loadsOrdered: on these architectures loads are never reordered with
+// other loads.
+const loadsOrdered = runtime.GOARCH == "amd64" || runtime.GOARCH == "386" || runtime.GOARCH == "s390x"
 
 // reseed is the slow path of a generator whose owner may enter the kernel
 // (a Rand): it binds to the current source and seeds the state if needed.
