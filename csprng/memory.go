@@ -66,3 +66,21 @@ func (a *arena) grow() {
 		a.free = append(a.free, stateAt(chunk[off:]))
 	}
 }
+
+// mapWipeOnFork maps n bytes of anonymous memory that the kernel zeroes in
+// a forked child and leaves out of core dumps. It is set by
+// memory_linux.go, and nil where the system has no MADV_WIPEONFORK.
+var mapWipeOnFork func(n int) ([]byte, error)
+
+// privateChunk returns memory for states outside a provider's regions:
+// wipe-on-fork memory where the system has it, so that a forked child
+// never shares its parent's generator state. It falls back to the Go heap
+// only if the mapping fails, or the system has no such memory.
+func privateChunk(n int) []byte {
+	if mapWipeOnFork != nil {
+		if b, err := mapWipeOnFork(n); err == nil {
+			return b
+		}
+	}
+	return make([]byte, n)
+}

@@ -88,25 +88,3 @@ func (r *Rand) Read(b []byte) (int, error) {
 		clear(b) // produced across a bump: never returned
 	}
 }
-
-// fill fills b from a valid state: small requests from its buffer, large
-// ones (bulkMin and up) as keystream generated straight into b from a
-// one-time key taken from the buffer.
-func fill(s *state, b []byte) {
-	if len(b) >= bulkMin {
-		var key [keySize]byte
-		s.takeKey(&key)
-		bulk(b, &key)
-		return
-	}
-	for rest := b; len(rest) > 0; {
-		if s.avail() == 0 {
-			s.refill()
-		}
-		rest = rest[s.take(rest):]
-	}
-}
-
-// bulkMin is the request size from which Read generates keystream straight
-// into the caller's buffer instead of copying it out of the state's buffer.
-const bulkMin = 512

@@ -2,7 +2,6 @@ package csprng
 
 import (
 	"context"
-	"crypto/rand"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -92,30 +91,6 @@ func (s *source) retire() {
 // generation loads the source's generation and VMClock counter.
 func (s *source) generation() (gen, vmc uint64) { return load(s.gen, s.vmc) }
 
-// load reads a generation word and a VMClock counter word (nil: none).
-func load(gp, vp *uint64) (g, v uint64) {
-	g = atomic.LoadUint64(gp)
-	if vp != nil {
-		v = atomic.LoadUint64(vp)
-	}
-	return g, v
-}
-
-// seedKey returns a fresh key from the kernel, for generation g of the
-// source being reseeded from. Tests replace it to make output reproducible;
-// it is not reachable from the public API. The key is returned by value so
-// that no pointer escapes through the function value (no allocation).
-var seedKey = func(g uint64) (key [keySize]byte) {
-	kernelRead(key[:])
-	return key
-}
-
-// kernelRead fills b from the kernel's CSPRNG. crypto/rand.Read is
-// getrandom(2) — through the vDSO on Linux 6.11 and later, which the kernel
-// itself reseeds on VM fork — and, like it, never fails: a kernel RNG
-// failure crashes the program rather than return predictable bytes.
-func kernelRead(b []byte) { _, _ = rand.Read(b) }
-
 var startOnce sync.Once
 
 // start selects the source on first use (a provider, else a follower, else
@@ -138,39 +113,6 @@ func selectSource() *source {
 		return src
 	}
 	return newSource(ModeKernel)
-}
-
-// retryInterval is how often a process without a provider looks for one.
-var retryInterval = time.Second
-
-func monitor(ctx context.Context, src *source) {
-	for {
-		if src.mode == ModeProvider {
-			select {
-			case <-src.client.Done():
-			case <-ctx.Done():
-				return
-			}
-			// The provider is gone: its page no longer moves and nobody
-			// wipes our regions. Stop trusting it at once, then find the
-			// best remaining source.
-			current.Store(newSource(ModeKernel))
-			src.retire()
-			src = selectSource()
-			current.Store(src)
-			continue
-		}
-		select {
-		case <-time.After(retryInterval):
-		case <-ctx.Done():
-			return
-		}
-		if p := attachProvider(""); p != nil {
-			current.Store(p)
-			src.retire()
-			src = p
-		}
-	}
 }
 
 // attachProvider attaches to the provider on dir (the default directory

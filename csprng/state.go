@@ -106,6 +106,28 @@ func (s *state) takeKey(key *[keySize]byte) {
 	s.take(key[:])
 }
 
+// fill fills b from a valid state: small requests from its buffer, large
+// ones (bulkMin and up) as keystream generated straight into b from a
+// one-time key taken from the buffer.
+func fill(s *state, b []byte) {
+	if len(b) >= bulkMin {
+		var key [keySize]byte
+		s.takeKey(&key)
+		bulk(b, &key)
+		return
+	}
+	for rest := b; len(rest) > 0; {
+		if s.avail() == 0 {
+			s.refill()
+		}
+		rest = rest[s.take(rest):]
+	}
+}
+
+// bulkMin is the request size from which Read generates keystream straight
+// into the caller's buffer instead of copying it out of the state's buffer.
+const bulkMin = 512
+
 // bulk fills b with keystream from a one-time key, which it erases. Block 0
 // is reserved for the next key: ChaCha20's 32-bit block counter bounds one
 // key to 256 GiB, so longer outputs continue with a key taken from block 0
