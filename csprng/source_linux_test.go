@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/snapsafe/snapsafe/internal/eventually"
 	"github.com/snapsafe/snapsafe/internal/testdevice"
 	"github.com/snapsafe/snapsafe/internal/testprovider"
 	"github.com/snapsafe/snapsafe/runtime/provider"
@@ -17,15 +18,6 @@ func freshArena(t *testing.T) {
 	old := mem
 	mem = new(arena)
 	t.Cleanup(func() { mem = old })
-}
-
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for end := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
-		if time.Now().After(end) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-	}
 }
 
 // TestProviderModeWipesState: with a provider, generator state lives in a
@@ -88,12 +80,12 @@ func TestMonitorFallsBackAndReattaches(t *testing.T) {
 	r := New()
 	r.Uint64()
 	tp.Stop()
-	eventually(t, "the fallback", func() bool { return current.Load().mode != ModeProvider })
+	eventually.True(t, "the fallback", func() bool { return current.Load().mode != ModeProvider })
 	t.Logf("fell back to %v", current.Load().mode)
 	r.Uint64() // serves from the fallback
 
 	testprovider.Start(t, provider.Config{Dir: dir})
-	eventually(t, "the re-attach", func() bool { return current.Load().mode == ModeProvider })
+	eventually.True(t, "the re-attach", func() bool { return current.Load().mode == ModeProvider })
 	if g := Generation(); g != 2 {
 		t.Fatalf("generation after re-attach = %d, want 2 (the new provider's start-up bump)", g)
 	}
@@ -120,7 +112,7 @@ func TestIntegrationFollower(t *testing.T) {
 	r := New()
 	r.Uint64()
 	testdevice.LogMalformed(t)
-	eventually(t, "the follower's bump", func() bool { return Generation() == 2 })
+	eventually.True(t, "the follower's bump", func() bool { return Generation() == 2 })
 	r.Uint64()
 	if seeds.count() != 2 {
 		t.Fatalf("%d seeds, want 2: the bump did not reseed", seeds.count())
