@@ -1,0 +1,67 @@
+package kernelrng
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+
+	"github.com/snapsafe/snapsafe/internal/testdevice"
+)
+
+func TestMain(m *testing.M) {
+	if os.Getenv("KERNELRNG_TEST_CHILD") == "1" {
+		// Run unprivileged: the reseed must be refused.
+		err := Reseed(make([]byte, 32))
+		if errors.Is(err, ErrNotPermitted) {
+			os.Exit(0)
+		}
+		os.Stderr.WriteString("unprivileged Reseed: " + errString(err) + "\n")
+		os.Exit(1)
+	}
+	os.Exit(m.Run())
+}
+
+func errString(err error) string {
+	if err == nil {
+		return "succeeded"
+	}
+	return err.Error()
+}
+
+// TestIntegrationReseed: root reseeds the real kernel RNG; uid 65534 is
+// refused with ErrNotPermitted.
+func TestIntegrationReseed(t *testing.T) {
+	testdevice.RequireRoot(t, "RNDADDENTROPY and RNDRESEEDCRNG need CAP_SYS_ADMIN")
+	if err := Reseed([]byte("host entropy for the test, 32 B!")); err != nil {
+		t.Fatalf("Reseed as root: %v", err)
+	}
+	if err := Reseed(nil); err != nil {
+		t.Fatalf("Reseed with no entropy as root: %v", err)
+	}
+	// The test binary lives where uid 65534 cannot reach it: run a copy.
+	dir, err := os.MkdirTemp("", "kernelrng-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	self, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "kernelrng.test")
+	if err := os.WriteFile(bin, self, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-test.run=^$")
+	cmd.Env = append(os.Environ(), "KERNELRNG_TEST_CHILD=1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("as uid 65534: %v\n%s", err, out)
+	}
+}
