@@ -75,7 +75,15 @@ var firstCalls = map[string]func(){
 	"Read":   func() { var b [16]byte; Read(b[:]) },
 	"Reader": func() { var b [16]byte; Reader.Read(b[:]) },
 	"New":    func() { New().Uint64() },
+	"Rand": func() { // one Rand kept across the provider restart
+		if keptRand == nil {
+			keptRand = New()
+		}
+		keptRand.Uint64()
+	},
 }
+
+var keptRand *Rand
 
 // TestStateInRegionsWhateverTheFirstCall: in provider mode the key material
 // lives in the provider's wipe regions whatever the process's first call,

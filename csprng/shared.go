@@ -159,7 +159,7 @@ func sharedSlow(pid int) next {
 		return n
 	}
 	if pid = procPin(); pid < maxShards {
-		if h := shards[pid].Load(); h != nil && h.bind() == src && !h.s.valid(g, v) {
+		if h := shards[pid].Load(); h != nil && h.home.ar == src.arena() && h.bind() == src && !h.s.valid(g, v) {
 			h.s.seed(&key, g, v)
 		}
 	}
