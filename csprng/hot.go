@@ -17,21 +17,43 @@ import (
 // owners follow one another on a P, ordered by the scheduler in ways the
 // detector cannot see. On amd64 an atomic load is a plain load.
 type hot struct {
-	s    *state // fixed
+	s    *state // home.s, cached
+	home *home  // where s came from
 	src  atomic.Pointer[source]
 	genp atomic.Pointer[uint64] // src.gen
 	vmcp atomic.Pointer[uint64] // src.vmc
 }
 
-func newHot(s *state) *hot {
+// home is a generator's slot and the arena it belongs to. It is a separate
+// object so that a Rand's cleanup can release it.
+type home struct {
+	ar *arena
+	s  *state
+}
+
+func (h *home) release() { h.ar.put(h.s) }
+
+// newHot returns a generator bound to the current source, with a state
+// from ar.
+func newHot(ar *arena) *hot {
 	h := new(hot)
-	h.init(s)
+	h.init(ar)
 	return h
 }
 
-func (h *hot) init(s *state) {
-	h.s = s
+func (h *hot) init(ar *arena) {
+	h.home = &home{ar, ar.get()}
+	h.s = h.home.s
 	h.bind()
+}
+
+// move gives h a zeroed state from ar and zeroes and releases the one it
+// had. Only h's owner may call it, and only while nothing else uses h.
+func (h *hot) move(ar *arena) {
+	old := *h.home
+	h.home.ar, h.home.s = ar, ar.get()
+	h.s = h.home.s
+	old.release()
 }
 
 // bind points h at the current source. A state seeded from another source
@@ -88,6 +110,9 @@ const loadsOrdered = runtime.GOARCH == "amd64" || runtime.GOARCH == "386" || run
 // (a Rand): it binds to the current source and seeds the state if needed.
 func (h *hot) reseed() next {
 	src := h.bind()
+	if ar := src.arena(); ar != h.home.ar {
+		h.move(ar) // e.g. into a new provider's regions
+	}
 	if g, v := src.generation(); g != 0 && h.s.valid(g, v) {
 		return retry
 	}

@@ -11,10 +11,18 @@ import (
 
 // The tests choose the source themselves: TestMain stops the package from
 // selecting one on first use.
+//
+// A test re-executed with childEnv set (see runChild) runs in a fresh
+// process that selects its source as a program would.
 func TestMain(m *testing.M) {
-	startOnce.Do(func() {})
+	if os.Getenv(childEnv) == "" {
+		startOnce.Do(func() {})
+	}
 	os.Exit(m.Run())
 }
+
+// childEnv marks a re-executed test process.
+const childEnv = "CSPRNG_TEST_CHILD"
 
 // useSource makes src current, retiring the source it replaces, as the
 // package does.

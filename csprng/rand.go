@@ -22,8 +22,8 @@ type Rand struct {
 func New() *Rand {
 	start()
 	r := new(Rand)
-	r.h.init(mem.get())
-	runtime.AddCleanup(r, mem.put, r.h.s)
+	r.h.init(current.Load().arena())
+	runtime.AddCleanup(r, (*home).release, r.h.home)
 	return r
 }
 

@@ -29,7 +29,6 @@ const maxShards = 1024
 
 var (
 	shards   [maxShards]atomic.Pointer[hot]
-	shardMu  sync.Mutex // creates shards
 	overflow struct {
 		sync.Mutex
 		r *Rand
@@ -119,11 +118,14 @@ func Read(b []byte) (int, error) {
 // overflow generator.
 const overflowed next = -1
 
-// sharedSlow prepares the calling P's generator: it creates it, binds it to
-// the current source and reseeds it, getting the key unpinned. pid is the
-// P the caller last ran on; by the time this runs it may run on another,
+// sharedSlow prepares the calling P's generator: it selects the source on
+// first use, creates the generator (or replaces it, when its state is not
+// in the current source's arena: a provider's regions), binds it to the
+// current source and reseeds it, getting the key unpinned. pid is the P
+// the caller last ran on; by the time this runs it may run on another,
 // which the caller's retry sorts out.
 func sharedSlow(pid int) next {
+	start() // before any state is placed: it must go where the source says
 	if pid >= maxShards {
 		overflow.Lock()
 		if overflow.r == nil {
@@ -132,22 +134,32 @@ func sharedSlow(pid int) next {
 		overflow.Unlock()
 		return overflowed
 	}
-	if shards[pid].Load() == nil {
-		shardMu.Lock()
-		if shards[pid].Load() == nil {
-			shards[pid].Store(newHot(mem.get()))
+	src := current.Load()
+	if h := shards[pid].Load(); h == nil || h.home.ar != src.arena() {
+		// Get the state unpinned (it may ask the provider for a region),
+		// then install it only on P pid, where no other goroutine runs
+		// while pinned: the one it replaces is then unused, as owners do
+		// not touch their state once unpinned.
+		nh, old := newHot(src.arena()), (*hot)(nil)
+		if procPin() == pid {
+			old, nh = shards[pid].Swap(nh), nil
 		}
-		shardMu.Unlock()
+		procUnpin()
+		if old != nil {
+			old.home.release()
+		}
+		if nh != nil {
+			nh.home.release()
+		}
 		return retry
 	}
-	src := current.Load()
 	var key [keySize]byte
 	g, v, n, ok := freshKey(src, &key)
 	if !ok {
 		return n
 	}
 	if pid = procPin(); pid < maxShards {
-		if h := shards[pid].Load(); h != nil && h.bind() == src && !h.s.valid(g, v) {
+		if h := shards[pid].Load(); h != nil && h.home.ar == src.arena() && h.bind() == src && !h.s.valid(g, v) {
 			h.s.seed(&key, g, v)
 		}
 	}

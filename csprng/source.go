@@ -48,6 +48,7 @@ type source struct {
 
 	page   *shm.Page      // ModeProvider: the generation page
 	client *client.Client // ModeProvider: the connection to the provider
+	mem    *arena         // ModeProvider: states in the provider's regions
 	local  uint64         // ModeFollower: the process-local generation (atomic)
 	stop   func()         // ModeFollower: stops the follower
 }
@@ -80,6 +81,7 @@ func (s *source) retire() {
 	switch s.mode {
 	case ModeProvider:
 		_ = s.page.Retire() // the mapping stays, as a zero page
+		s.mem.erase()
 	case ModeFollower:
 		atomic.StoreUint64(&s.local, 0)
 		if s.stop != nil {
@@ -124,6 +126,7 @@ func attachProvider(dir string) *source {
 	}
 	src := newSource(ModeProvider)
 	src.client, src.page = c, c.Page()
+	src.mem = &arena{client: c}
 	src.gen = src.page.GenerationWord()
 	// With a vmclock provider, the hot path also compares the
 	// hypervisor's counter, which moves before the guest resumes.

@@ -12,14 +12,6 @@ import (
 	"github.com/snapsafe/snapsafe/shm"
 )
 
-// freshArena gives the test an empty arena, so that new states come from
-// the current source's memory.
-func freshArena(t *testing.T) {
-	old := mem
-	mem = new(arena)
-	t.Cleanup(func() { mem = old })
-}
-
 // TestProviderModeWipesState: with a provider, generator state lives in a
 // wipe region, and a bump wipes it even though this process does not call
 // the generator.
@@ -31,11 +23,10 @@ func TestProviderModeWipesState(t *testing.T) {
 		t.Fatal("could not attach to the test provider")
 	}
 	useSource(t, src)
-	freshArena(t)
 	seeds := logSeeds(t)
 
 	r := New()
-	if len(mem.regions) == 0 {
+	if len(src.mem.regions) == 0 {
 		t.Fatal("the state was not placed in a provider wipe region")
 	}
 	first := r.Uint64()
@@ -65,9 +56,9 @@ func TestProviderModeWipesState(t *testing.T) {
 func TestMonitorFallsBackAndReattaches(t *testing.T) {
 	dir := t.TempDir()
 	t.Setenv("SNAPSAFE_DIR", dir)
-	old := retryInterval
-	retryInterval = 10 * time.Millisecond
-	defer func() { retryInterval = old }()
+	old := retryMax
+	retryMax = 10 * time.Millisecond
+	defer func() { retryMax = old }()
 
 	tp := testprovider.Start(t, provider.Config{Dir: dir})
 	src := attachProvider("")
