@@ -17,9 +17,13 @@ type ACPIOptions struct {
 	// AcceptSynthetic also counts root-written synthetic uevents on the
 	// VMGENID device (echo "change <uuid>" > .../uevent).
 	AcceptSynthetic bool
-	// KmsgMatch replaces the text of the kernel-log record that counts as a
-	// restore (default acpi.ForkMessage). For tests only: it lets a test use
-	// a facility-0 record that root can make the kernel print on demand.
+	// KmsgMatch names, for tests only, a second kernel-log record that
+	// counts as a restore besides the vmgenid driver's fork record (which
+	// always counts), written "<LEVEL>TEXT" as dmesg -r prints a kernel
+	// record (see acpi.ParseKmsgMatch). It is matched as exactly as the
+	// fork record — facility 0, that level, that whole text — so that a
+	// test can use a record root can make the kernel print on demand, and
+	// nothing a process can forge. Empty means none.
 	KmsgMatch string
 	Logger    *slog.Logger
 }
@@ -42,6 +46,13 @@ func NewACPISource(opts ACPIOptions) (*ACPISource, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	var also acpi.KmsgMatch
+	if opts.KmsgMatch != "" {
+		var err error
+		if also, err = acpi.ParseKmsgMatch(opts.KmsgMatch); err != nil {
+			return nil, fmt.Errorf("acpi backend: test kernel-log match: %w", err)
+		}
+	}
 	if _, err := acpi.Discover(); err != nil {
 		// acpi's sentinels are backend's: wrap them once.
 		if errors.Is(err, ErrNotSupported) || errors.Is(err, ErrNoDevice) {
@@ -53,7 +64,7 @@ func NewACPISource(opts ACPIOptions) (*ACPISource, error) {
 	}
 	s := &ACPISource{opts: opts, info: acpi.Probe(), co: newCoalescer(coalesceWindow)}
 	var kerr, uerr error
-	s.kmsg, kerr = acpi.NewKmsgFollower(acpi.KmsgOptions{Match: opts.KmsgMatch, Logger: opts.Logger})
+	s.kmsg, kerr = acpi.NewKmsgFollower(acpi.KmsgOptions{Also: also, Logger: opts.Logger})
 	s.uevent, uerr = acpi.NewUeventFollower(acpi.UeventOptions{AcceptSynthetic: opts.AcceptSynthetic, Logger: opts.Logger})
 	switch {
 	case kerr != nil && uerr != nil:
@@ -97,6 +108,12 @@ func (s *ACPISource) Info() api.SourceInfo {
 		Coalesced:       s.co.absorbedCount(),
 		KmsgMatch:       s.opts.KmsgMatch,
 	}
+	if s.kmsg != nil {
+		info.IgnoredImitations = s.kmsg.Imitations()
+	}
+	if s.uevent != nil {
+		info.IgnoredSynthetic = s.uevent.IgnoredSynthetic()
+	}
 	if len(s.info.Devices) > 0 {
 		d := s.info.Devices[0]
 		info.Device = d.SysfsPath
@@ -107,6 +124,9 @@ func (s *ACPISource) Info() api.SourceInfo {
 
 // Run follows both signals until ctx is done or a follower fails.
 func (s *ACPISource) Run(ctx context.Context, emit func(Event)) error {
+	if s.opts.KmsgMatch != "" {
+		s.opts.Logger.Warn("acpi backend: for tests, a second kernel log record also counts as a restore", "record", s.opts.KmsgMatch)
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var mu sync.Mutex // one event at a time through the coalescer

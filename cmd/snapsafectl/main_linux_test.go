@@ -144,12 +144,29 @@ type statusJSON struct {
 	Epoch       string `json:"epoch"`
 	ProviderPID int    `json:"provider_pid"`
 	Waiting     int    `json:"waiting"`
+	Reason      string `json:"reason"`
+	Source      struct {
+		Why               string `json:"why"`
+		IgnoredSynthetic  uint64 `json:"ignored_synthetic"`
+		IgnoredImitations uint64 `json:"ignored_imitations"`
+		KmsgMatch         string `json:"kmsg_match"`
+	} `json:"source"`
 }
 
 func status(t *testing.T, dir string) statusJSON {
 	t.Helper()
+	return statusAs(t, nil, dir)
+}
+
+// statusAs runs snapsafectl status --json with cred (nil: this process's).
+func statusAs(t *testing.T, cred *syscall.Credential, dir string) statusJSON {
+	t.Helper()
+	out, errs, code := ctlAs(t, cred, dir, "status", "--json")
+	if code != 0 {
+		t.Fatalf("snapsafectl status --json exited %d: %s", code, errs)
+	}
 	var s statusJSON
-	if err := json.Unmarshal([]byte(mustCtl(t, dir, "status", "--json")), &s); err != nil {
+	if err := json.Unmarshal([]byte(out), &s); err != nil {
 		t.Fatal(err)
 	}
 	return s
@@ -416,17 +433,57 @@ func TestIntegrationACPIBar(t *testing.T) {
 	}
 	p.stop(t, syscall.SIGTERM)
 
-	startProvider(t, dir, "--backend", "acpi")
+	// Without --accept-synthetic: neither the synthetic uevents nor a
+	// user-written copy of the fork record bump. Fences, one per path,
+	// show that the provider has judged them: the uevent follower counts
+	// the synthetic events it ignores, in the order the kernel sent them;
+	// on the kernel log, a record the provider is told to count follows
+	// the copy, and must be the one and only bump.
+	startProvider(t, dir, "--backend", "acpi", "--test-kmsg-match", testdevice.MalformedMessage)
 	before = status(t, dir).Generation
 	for range 5 {
 		testdevice.Synthesize(t)
 	}
-	if err := os.WriteFile("/dev/kmsg", []byte("<6>random: crng reseeded due to virtual machine fork\n"), 0); err != nil {
+	if err := os.WriteFile("/dev/kmsg", []byte("<5>random: crng reseeded due to virtual machine fork\n"), 0); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(300 * time.Millisecond)
-	if g := status(t, dir).Generation; g != before {
-		t.Fatalf("without --accept-synthetic the generation moved from %d to %d", before, g)
+	eventually.True(t, "five ignored synthetic uevents", func() bool { return status(t, dir).Source.IgnoredSynthetic == 5 })
+	testdevice.LogMalformed(t)
+	eventually.True(t, "the kernel-log fence's bump", func() bool { return status(t, dir).Generation >= before+1 })
+	s := status(t, dir)
+	if s.Generation != before+1 {
+		t.Fatalf("without --accept-synthetic, five synthetic uevents, a user-written fork record and a fence moved the generation from %d to %d, want +1 (the fence)", before, s.Generation)
+	}
+	if s.Source.IgnoredSynthetic != 5 || s.Source.IgnoredImitations != 1 {
+		t.Fatalf("status counts %d ignored synthetic uevents and %d ignored imitations, want 5 and 1", s.Source.IgnoredSynthetic, s.Source.IgnoredImitations)
+	}
+}
+
+// TestIntegrationForgedRestoreNoBump plays the unprivileged user who makes
+// the kernel itself log the fork text at facility 0 — a tmpfs mount option
+// in a user namespace of its own gives "tmpfs: Unknown parameter '<text>'" —
+// and root writing the exact record, at the kernel's level, to /dev/kmsg.
+// Neither bumps the provider: after both, a fence on the same path (a record
+// the provider is told to count) moves the generation by exactly one.
+func TestIntegrationForgedRestoreNoBump(t *testing.T) {
+	testdevice.Require(t)
+	dir := stateDir(t)
+	startProvider(t, dir, "--backend", "acpi", "--test-kmsg-match", testdevice.MalformedMessage)
+	before := status(t, dir).Generation
+	const fork = "random: crng reseeded due to virtual machine fork"
+	testdevice.ForgeUnprivileged(t, fork)
+	if err := os.WriteFile("/dev/kmsg", []byte("<5>"+fork+"\n"), 0); err != nil {
+		t.Fatal(err)
+	}
+	// Both forgeries judged, one way or the other; then the fence.
+	eventually.True(t, "the two forgeries to be judged", func() bool {
+		s := status(t, dir)
+		return s.Source.IgnoredImitations+(s.Generation-before) == 2
+	})
+	testdevice.LogMalformed(t)
+	eventually.True(t, "the fence's bump", func() bool { return status(t, dir).Generation >= before+1 })
+	if s := status(t, dir); s.Generation != before+1 || s.Source.IgnoredImitations != 2 {
+		t.Fatalf("two forged fork records and a fence moved the generation from %d to %d (%d imitations ignored); want +1 (the fence), and 2", before, s.Generation, s.Source.IgnoredImitations)
 	}
 }
 
@@ -441,9 +498,8 @@ func TestIntegrationKmsgBump(t *testing.T) {
 		testdevice.LogMalformed(t)
 	}
 	eventually.True(t, "three bumps", func() bool { return status(t, dir).Generation == before+3 })
-	out := mustCtl(t, dir, "status", "--json")
-	if !strings.Contains(out, `"reason": "acpi"`) || !strings.Contains(out, testdevice.MalformedMessage) {
-		t.Fatalf("status after kernel-log bumps:\n%s", out)
+	if s := status(t, dir); s.Reason != "acpi" || s.Source.KmsgMatch != testdevice.MalformedMessage {
+		t.Fatalf("status after kernel-log bumps: %+v", s)
 	}
 }
 

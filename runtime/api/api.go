@@ -58,7 +58,15 @@ type SourceInfo struct {
 	Coalesced       uint64   `json:"coalesced" source:"acpi"`
 	Device          string   `json:"device,omitempty"`
 	Driver          string   `json:"driver,omitempty"`
-	KmsgMatch       string   `json:"kmsg_match,omitempty"`
+	// IgnoredSynthetic counts the synthetic uevents on the device that
+	// did not count (no --accept-synthetic).
+	IgnoredSynthetic uint64 `json:"ignored_synthetic" source:"acpi"`
+	// IgnoredImitations counts the kernel log records that hold the fork
+	// text but are not the kernel's fork record, and did not count.
+	IgnoredImitations uint64 `json:"ignored_imitations" source:"acpi"`
+	// KmsgMatch is the test-only extra kernel record that also counts
+	// (snapsafed --test-kmsg-match), as "<level>text"; "" when none.
+	KmsgMatch string `json:"kmsg_match,omitempty"`
 
 	// The vmclock source.
 	Path           string `json:"path" source:"vmclock"`

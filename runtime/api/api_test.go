@@ -20,12 +20,13 @@ func TestSourceInfoJSON(t *testing.T) {
 		},
 		{
 			SourceInfo{Name: "acpi", Kernel: "6.18.0", Followed: []string{"kmsg"}},
-			`{"accept_synthetic":false,"coalesced":0,"followed":["kmsg"],"fork_records":0,"kernel":"6.18.0","kernel_signals":null,"source":"acpi"}`,
+			`{"accept_synthetic":false,"coalesced":0,"followed":["kmsg"],"fork_records":0,"ignored_imitations":0,"ignored_synthetic":0,"kernel":"6.18.0","kernel_signals":null,"source":"acpi"}`,
 		},
 		{
 			SourceInfo{Name: "acpi", Why: "auto", Kernel: "6.8.0", KernelSignals: []string{"uevent"}, Followed: []string{"uevent"},
-				ForkRecords: 2, AcceptSynthetic: true, Coalesced: 3, Device: "/sys/d", Driver: "vmgenid", KmsgMatch: "m"},
-			`{"accept_synthetic":true,"coalesced":3,"device":"/sys/d","driver":"vmgenid","followed":["uevent"],"fork_records":2,"kernel":"6.8.0","kernel_signals":["uevent"],"kmsg_match":"m","source":"acpi","why":"auto"}`,
+				ForkRecords: 2, AcceptSynthetic: true, Coalesced: 3, Device: "/sys/d", Driver: "vmgenid", KmsgMatch: "<4>m",
+				IgnoredSynthetic: 4, IgnoredImitations: 5},
+			`{"accept_synthetic":true,"coalesced":3,"device":"/sys/d","driver":"vmgenid","followed":["uevent"],"fork_records":2,"ignored_imitations":5,"ignored_synthetic":4,"kernel":"6.8.0","kernel_signals":["uevent"],"kmsg_match":"\u003c4\u003em","source":"acpi","why":"auto"}`,
 		},
 		{
 			SourceInfo{Name: "vmclock", Path: "/dev/vmclock0", Magic: "0x4b4c4356", Version: 1, Size: 4096, CounterPresent: true,
