@@ -2,6 +2,7 @@ package backend
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"github.com/snapsafe/snapsafe/backend/vmclock"
 	"github.com/snapsafe/snapsafe/internal/eventually"
 	"github.com/snapsafe/snapsafe/internal/testdevice"
+	"golang.org/x/sys/unix"
 )
 
 func TestSelectRejects(t *testing.T) {
@@ -105,8 +107,8 @@ func TestIntegrationACPISource(t *testing.T) {
 				t.Fatalf("event %d = %+v, want the synthetic uevent %s", i, e, id)
 			}
 		}
-		if info := s.Info(); info.IgnoredSynthetic != 0 {
-			t.Fatalf("info %+v: want no ignored synthetic uevents", info)
+		if info := s.Info(); info.IgnoredSynthetic != 0 || !info.DetectsRestores {
+			t.Fatalf("info %+v: want no ignored synthetic uevents, and restores detected", info)
 		}
 	})
 	t.Run("kernel signals only", func(t *testing.T) {
@@ -157,5 +159,47 @@ func TestACPIKmsgMatchRefused(t *testing.T) {
 			}
 			t.Errorf("NewACPISource with KmsgMatch %q: %v, want acpi.ErrMalformed", m, err)
 		}
+	}
+}
+
+// TestACPIBlindness: a source that cannot read the kernel log, on a kernel
+// that sends no VMGENID uevent, sees no restore and says why.
+func TestACPIBlindness(t *testing.T) {
+	u, err := acpi.NewUeventFollower(acpi.UeventOptions{})
+	if err != nil {
+		t.Skipf("needs a kernel uevent socket: %v", err)
+	}
+	defer u.Close()
+	eperm := fmt.Errorf("opening /dev/kmsg: %w", unix.EPERM)
+	for _, tc := range []struct {
+		name    string
+		kmsg    bool // the kernel log is followed
+		kernel  string
+		signals []string
+		blind   string
+	}{
+		{"the kernel log", true, "6.18.44", []string{"kmsg"}, ""},
+		{"6.18 without the kernel log", false, "6.18.44", []string{"kmsg"},
+			"/dev/kmsg is not readable (run as root or with CAP_SYSLOG) and this kernel (6.18.44) sends no VMGENID uevent"},
+		{"6.8 without the kernel log", false, "6.8.0", []string{"kmsg", "uevent"}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := &ACPISource{uevent: u, info: acpi.Info{Kernel: tc.kernel, Signals: tc.signals}, co: newCoalescer(coalesceWindow)}
+			if tc.kmsg {
+				s.kmsg = &acpi.KmsgFollower{} // stands in for an open kernel log
+			} else {
+				s.kmsgErr = eperm
+			}
+			if got := s.blindness(); got != tc.blind {
+				t.Errorf("blindness() = %q, want %q", got, tc.blind)
+			}
+			sees, why := tc.blind == "", ""
+			if !sees {
+				why = "restores will not be detected: " + tc.blind
+			}
+			if info := s.Info(); s.SeesRestores() != sees || info.DetectsRestores != sees || info.Why != why {
+				t.Errorf("SeesRestores() = %v, info %+v; want %v and why %q", s.SeesRestores(), info, sees, why)
+			}
+		})
 	}
 }

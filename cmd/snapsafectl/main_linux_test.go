@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -147,6 +148,7 @@ type statusJSON struct {
 	Reason      string `json:"reason"`
 	Source      struct {
 		Why               string `json:"why"`
+		DetectsRestores   bool   `json:"detects_restores"`
 		IgnoredSynthetic  uint64 `json:"ignored_synthetic"`
 		IgnoredImitations uint64 `json:"ignored_imitations"`
 		KmsgMatch         string `json:"kmsg_match"`
@@ -487,6 +489,91 @@ func TestIntegrationForgedRestoreNoBump(t *testing.T) {
 	}
 }
 
+// nobodyDir makes a state directory owned by uid 65534, for a provider
+// running as that user.
+func nobodyDir(t *testing.T) string {
+	t.Helper()
+	dir := stateDir(t)
+	if err := os.Chown(dir, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// TestIntegrationBlindBackend runs snapsafed as uid 65534, which cannot read
+// the kernel log, on a kernel that sends no VMGENID uevent: it can see no
+// restore. An explicit --backend acpi refuses to start, in one line that
+// says why and what to do; --backend auto starts on the manual backend and
+// says, in its first log line and in status, that restores will not be
+// detected, and why.
+func TestIntegrationBlindBackend(t *testing.T) {
+	testdevice.RequireRoot(t, "to run snapsafed as uid 65534")
+	if _, err := os.Stat(testdevice.UeventPath); err != nil {
+		testdevice.Skip(t, "needs a VMGENID device bound as a platform device (Firecracker guest, Linux 6.10+): %v", err)
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/dmesg_restrict"); err != nil || strings.TrimSpace(string(b)) != "1" {
+		t.Skipf("needs kernel.dmesg_restrict=1, so that uid 65534 cannot read the kernel log (%q, %v)", b, err)
+	}
+	if _, err := os.Stat("/dev/vmclock0"); err == nil {
+		t.Skip("this machine has a VMClock device, which auto would pick")
+	}
+	nobody := &syscall.Credential{Uid: 65534, Gid: 65534}
+	dir := nobodyDir(t)
+
+	for _, args := range [][]string{{"--backend", "acpi"}, {"--backend", "acpi", "--accept-synthetic"}} {
+		// A provider that starts anyway is killed after the timeout.
+		ctx, cancel := context.WithTimeout(context.Background(), eventually.Timeout)
+		cmd := exec.CommandContext(ctx, filepath.Join(bin, "snapsafed"), append([]string{"--dir", dir}, args...)...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: nobody}
+		var errb bytes.Buffer
+		cmd.Stderr = &errb
+		cmd.Run()
+		cancel()
+		msg := errb.String()
+		if code := cmd.ProcessState.ExitCode(); code != 1 {
+			t.Fatalf("snapsafed %v as uid 65534 exited %d, want 1:\n%s", args, code, msg)
+		}
+		if !strings.HasPrefix(msg, "snapsafed: --backend acpi: cannot see restores here: /dev/kmsg is not readable (run as root or with CAP_SYSLOG) and this kernel (") ||
+			!strings.HasSuffix(msg, "sends no VMGENID uevent"+map[bool]string{true: " (synthetic uevents are a test hook, not restores)"}[len(args) == 3]+"; use --backend auto or manual\n") ||
+			strings.Count(msg, "\n") != 1 {
+			t.Fatalf("snapsafed %v as uid 65534 said %q; want one line saying it cannot see restores, why, and what to do", args, msg)
+		}
+	}
+
+	cmd := exec.Command(filepath.Join(bin, "snapsafed"), "--dir", dir, "--backend", "auto")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: nobody}
+	log := new(syncBuffer)
+	cmd.Stderr = log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("provider log:\n%s", log)
+		}
+	})
+	eventually.True(t, "the provider as uid 65534", func() bool {
+		_, _, code := ctlAs(t, nobody, dir, "status")
+		return code == 0
+	})
+	s := statusAs(t, nobody, dir)
+	const why = "/dev/kmsg is not readable (run as root or with CAP_SYSLOG) and this kernel ("
+	if s.Backend != "manual" || s.Source.DetectsRestores ||
+		!strings.Contains(s.Source.Why, "restores will not be detected") || !strings.Contains(s.Source.Why, why) {
+		t.Fatalf("status as uid 65534: backend %q, detects_restores %v, why %q; want manual, false, and why", s.Backend, s.Source.DetectsRestores, s.Source.Why)
+	}
+	first, _, _ := strings.Cut(log.String(), "\n")
+	if !strings.Contains(first, "level=WARN") || !strings.Contains(first, "restores will not be detected") ||
+		!strings.Contains(first, "backend=manual") || !strings.Contains(first, "detects_restores=false") || !strings.Contains(first, why) {
+		t.Fatalf("first log line %q; want a warning that restores will not be detected, and why", first)
+	}
+}
+
 // TestIntegrationKmsgBump drives the provider's kernel-log path end to end
 // with a facility-0 record root can make the kernel print.
 func TestIntegrationKmsgBump(t *testing.T) {
@@ -498,7 +585,7 @@ func TestIntegrationKmsgBump(t *testing.T) {
 		testdevice.LogMalformed(t)
 	}
 	eventually.True(t, "three bumps", func() bool { return status(t, dir).Generation == before+3 })
-	if s := status(t, dir); s.Reason != "acpi" || s.Source.KmsgMatch != testdevice.MalformedMessage {
+	if s := status(t, dir); s.Reason != "acpi" || s.Source.KmsgMatch != testdevice.MalformedMessage || !s.Source.DetectsRestores {
 		t.Fatalf("status after kernel-log bumps: %+v", s)
 	}
 }

@@ -76,7 +76,11 @@ func run(args []string) int {
 		return 1
 	}
 	defer src.Close()
-	log.Info("event source", "backend", src.Name(), "why", src.Info().Why)
+	if info := src.Info(); info.DetectsRestores {
+		log.Info("event source", "backend", src.Name(), "detects_restores", true, "why", info.Why)
+	} else {
+		log.Warn("event source: restores will not be detected", "backend", src.Name(), "detects_restores", false, "why", info.Why)
+	}
 	p, err := provider.New(provider.Config{Dir: *dir, Source: src, BumpGroup: *group, Logger: log})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "snapsafed: %v\n", err)

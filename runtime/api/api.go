@@ -46,8 +46,13 @@ type SourceInfo struct {
 	// Name is the backend: "manual", "acpi" or "vmclock".
 	Name string `json:"source"`
 	// Why says why --backend auto chose this source, or what the manual
-	// source does.
+	// source does; when DetectsRestores is false, it says why.
 	Why string `json:"why,omitempty"`
+	// DetectsRestores is false when the source cannot see a restore on
+	// this machine (the manual source; --backend auto falling back to it;
+	// an acpi source that follows only synthetic uevents): then the
+	// generation moves only on forced bumps (and test events).
+	DetectsRestores bool `json:"detects_restores"`
 
 	// The acpi source.
 	Kernel          string   `json:"kernel" source:"acpi"`
