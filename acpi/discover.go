@@ -146,7 +146,7 @@ func ProbeAt(root string) Info {
 	if info.Kernel, err = kernelRelease(); err != nil {
 		problem(err)
 	}
-	if info.ForkRecords, err = countKmsgHistory(ForkMessage); err != nil {
+	if info.ForkRecords, err = countKmsgHistory(); err != nil {
 		problem(err)
 	} else {
 		info.KmsgReadable = true

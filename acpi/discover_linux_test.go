@@ -14,8 +14,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// countForkRecords counts the facility-0 fork records in the kernel log with
-// plain byte handling, independently of ParseKmsg.
+// countForkRecords counts the vmgenid driver's fork records in the kernel
+// log — priority 5 (facility 0, level 5), the whole text, no continuation
+// lines — with plain byte handling, independently of ParseKmsg.
 func countForkRecords(t *testing.T) int {
 	t.Helper()
 	fd, err := unix.Open(kmsgPath, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
@@ -41,7 +42,7 @@ func countForkRecords(t *testing.T) int {
 		if err != nil {
 			t.Fatalf("record %q", buf[:n])
 		}
-		if p < 8 && bytes.Contains(buf[:n], []byte(ForkMessage)) {
+		if p == 5 && bytes.HasSuffix(buf[:n], []byte(";"+ForkMessage+"\n")) {
 			count++
 		}
 	}

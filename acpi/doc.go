@@ -15,9 +15,12 @@
 //   - 5.18 and later: the vmgenid driver feeds the new ID into the kernel RNG
 //     and logs "random: crng reseeded due to virtual machine fork" with
 //     facility 0 (kern) and level 5 (notice). This is the [SignalKmsg]
-//     signal. Writes to /dev/kmsg from userspace are always logged with
-//     facility 1 (user) or higher, so a facility-0 record cannot be forged
-//     by a process. From 5.18 to 6.9 vmgenid is an ACPI driver bound to the
+//     signal, and only that exact record counts ([ForkRecord]). Writes to
+//     /dev/kmsg from userspace are always logged with facility 1 (user) or
+//     higher, even root's; and although an unprivileged user can make the
+//     kernel log a facility-0 record quoting any text (a tmpfs mount option
+//     in a user namespace gives "tmpfs: Unknown parameter '<text>'" at
+//     level 3), such a record never is the whole fork text at level 5. From 5.18 to 6.9 vmgenid is an ACPI driver bound to the
 //     ACPI device; from 6.10 on it is a platform driver bound to the platform
 //     device the ACPI core creates for it (physical_node in sysfs).
 //   - 6.8 only: the driver also sent a "change" uevent with NEW_VMGENID=1 on

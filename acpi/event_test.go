@@ -106,13 +106,17 @@ func TestKmsgFollowerLoop(t *testing.T) {
 	recs := kmsgCapture(t)
 	log, logBuf := testLogger()
 	c := newFakeConn()
-	f := &KmsgFollower{c: c, match: ForkMessage, log: log}
+	f := &KmsgFollower{c: c, also: synthUevent, log: log}
 	events, err := runFake(t, c, f.Run,
-		fakeMsg{b: recs[0]},   // boot banner
-		fakeMsg{b: recs[341]}, // the driver's fork record
-		fakeMsg{b: recs[410]}, // the same text written by root: facility 1
+		fakeMsg{b: recs[0]},    // boot banner
+		fakeMsg{b: recs[341]},  // the driver's fork record
+		fakeMsg{b: recs[410]},  // the same text written by root: facility 1
+		fakeMsg{b: recs[1708]}, // the tmpfs forgery: facility 0, not the whole text
+		fakeMsg{b: recs[1709]}, // root's copy at level 5: facility 1
 		fakeMsg{err: errLost},
 		fakeMsg{b: []byte("garbage")},
+		fakeMsg{b: recs[345]}, // the second record of a malformed synthetic uevent
+		fakeMsg{b: recs[344]}, // the test match
 		fakeMsg{b: recs[341]},
 	)
 	if err != nil {
@@ -121,9 +125,13 @@ func TestKmsgFollowerLoop(t *testing.T) {
 	want := []Event{
 		{Signal: SignalKmsg, Seq: 341},
 		{Signal: SignalKmsg, Lost: true},
+		{Signal: SignalKmsg, Seq: 344},
 		{Signal: SignalKmsg, Seq: 341},
 	}
 	checkEvents(t, events, want)
+	if n := f.Imitations(); n != 3 {
+		t.Errorf("Imitations() = %d, want 3 (records 410, 1708, 1709)", n)
+	}
 	if !strings.Contains(events[0].Detail, ForkMessage) {
 		t.Errorf("Detail = %q, want the record's text", events[0].Detail)
 	}
@@ -158,6 +166,9 @@ func TestUeventFollowerLoop(t *testing.T) {
 		}
 		want = append(want, Event{Signal: SignalUevent, Lost: true})
 		checkEvents(t, events, want)
+		if n, want := f.IgnoredSynthetic(), map[bool]uint64{false: 1, true: 0}[accept]; n != want {
+			t.Errorf("accept=%v: IgnoredSynthetic() = %d, want %d", accept, n, want)
+		}
 		logs := logBuf.String()
 		if n := strings.Count(logs, "not the kernel"); n != 1 {
 			t.Errorf("accept=%v: logged %d warnings about userspace senders, want 1:\n%s", accept, n, logs)
@@ -189,7 +200,7 @@ func checkEvents(t *testing.T, events, want []Event) {
 func TestFollowReturnsErrors(t *testing.T) {
 	boom := errors.New("boom")
 	c := newFakeConn()
-	f := &KmsgFollower{c: c, match: ForkMessage, log: slog.Default()}
+	f := &KmsgFollower{c: c, log: slog.Default()}
 	_, err := runFake(t, c, f.Run, fakeMsg{err: boom}, fakeMsg{})
 	if !errors.Is(err, boom) || !strings.Contains(err.Error(), kmsgPath) {
 		t.Errorf("Run = %v, want an error naming %s and wrapping %v", err, kmsgPath, boom)

@@ -6,13 +6,53 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
-// ForkMessage is the text Linux's random driver logs, with facility 0, when
-// the vmgenid driver reports a VM fork (Linux 5.18 and later). The record
-// reads "random: crng reseeded due to virtual machine fork".
-const ForkMessage = "crng reseeded due to virtual machine fork"
+// ForkMessage is the whole text of the record Linux's random driver logs
+// when the vmgenid driver reports a VM fork (Linux 5.18 and later):
+// add_vmfork_randomness() in drivers/char/random.c calls
+// pr_notice("crng reseeded due to virtual machine fork\n"), and the file's
+// pr_fmt prepends "random: ".
+const ForkMessage = "random: " + forkText
+
+// forkText is the fork record's text after its prefix.
+const forkText = "crng reseeded due to virtual machine fork"
+
+// ForkLevel is the level of that record: pr_notice is KERN_NOTICE.
+const ForkLevel = 5
+
+// KmsgMatch names one kernel record exactly: a record matches when the
+// kernel itself logged it (facility 0), at Level, with Message as its
+// whole text (see [Record.Matches]).
+type KmsgMatch struct {
+	// Level is the record's log level, 0 (emergency) to 7 (debug).
+	Level int
+	// Message is the record's whole text, as [Record.Message] holds it.
+	Message string
+}
+
+// ForkRecord is the vmgenid driver's report of a VM fork: the one kernel
+// log record that is a restore.
+var ForkRecord = KmsgMatch{Level: ForkLevel, Message: ForkMessage}
+
+// String writes m as dmesg -r prints the record: "<5>random: crng ...".
+// [ParseKmsgMatch] reads it back.
+func (m KmsgMatch) String() string {
+	return "<" + strconv.Itoa(m.Level) + ">" + m.Message
+}
+
+// ParseKmsgMatch reads a KmsgMatch written as dmesg -r prints a kernel
+// record: "<LEVEL>TEXT", LEVEL a single digit 0 to 7 (a kernel record has
+// facility 0, so its priority is its level), TEXT the record's whole text,
+// not empty. Errors wrap ErrMalformed.
+func ParseKmsgMatch(s string) (KmsgMatch, error) {
+	if len(s) < 4 || s[0] != '<' || s[1] < '0' || s[1] > '7' || s[2] != '>' {
+		return KmsgMatch{}, fmt.Errorf("%w kernel record %q: write it as dmesg -r prints a kernel record, <LEVEL>TEXT with LEVEL 0 to 7 and the whole text", ErrMalformed, s)
+	}
+	return KmsgMatch{Level: int(s[1] - '0'), Message: s[3:]}, nil
+}
 
 // kmsgPath is the kernel log device.
 const kmsgPath = "/dev/kmsg"
@@ -31,7 +71,9 @@ const kmsgMaxRecord = 8192
 // as SUBSYSTEM and DEVICE).
 type Record struct {
 	// Facility is prio>>3: 0 for the kernel itself, 1 (user) or more for
-	// records written to /dev/kmsg by processes.
+	// records written to /dev/kmsg by processes (the kernel forces
+	// facility 1 on a write whose <prio> prefix has facility 0, or has
+	// none, whoever writes).
 	Facility int
 	// Level is prio&7, the log level (0 emergency ... 7 debug).
 	Level int
@@ -115,19 +157,38 @@ func unescapeKmsg(s string) string {
 	return b.String()
 }
 
-// IsRestore reports whether r is a kernel record (facility 0) whose message
-// contains match. With match = ForkMessage it recognises the vmgenid
-// driver's report of a VM fork, which no process can forge.
-func (r Record) IsRestore(match string) bool {
-	return r.Facility == 0 && strings.Contains(r.Message, match)
+// Matches reports whether r is the record m names: logged by the kernel
+// itself (facility 0: a process writing to /dev/kmsg always gets facility 1
+// or higher), at m.Level, with exactly m.Message as its text — no prefix,
+// no suffix — and no device dictionary (m names a plain printk, not a
+// dev_printk). Matching the whole text matters: an unprivileged user can
+// make the kernel log a facility-0 record that contains any text, such as
+// "tmpfs: Unknown parameter '<text>'" for a mount option in a user
+// namespace.
+func (r Record) Matches(m KmsgMatch) bool {
+	return r.Facility == 0 && r.Level == m.Level && r.Message == m.Message && len(r.Dict) == 0
+}
+
+// IsRestore reports whether r is the vmgenid driver's report of a VM fork:
+// r.Matches(ForkRecord).
+func (r Record) IsRestore() bool {
+	return r.Matches(ForkRecord)
+}
+
+// isImitation reports whether r holds the fork text but is not the kernel's
+// fork record: a copy written to /dev/kmsg, or a kernel record quoting text
+// a process chose.
+func (r Record) isImitation() bool {
+	return !r.IsRestore() && strings.Contains(r.Message, forkText)
 }
 
 // KmsgOptions configures a KmsgFollower.
 type KmsgOptions struct {
-	// Match is the text a facility-0 record must contain to count as a
-	// restore; empty means ForkMessage. Tests set it to the text of
-	// another kernel record they can cause.
-	Match string
+	// Also names a second record that counts as a restore besides
+	// ForkRecord, matched just as exactly; the zero value means none.
+	// Tests set it to a record root can make the kernel print on demand
+	// (the fork record itself still counts).
+	Also KmsgMatch
 	// Logger receives warnings (records that do not parse); nil means
 	// slog.Default().
 	Logger *slog.Logger
@@ -137,9 +198,11 @@ type KmsgOptions struct {
 // reads only records logged after NewKmsgFollower returned: the history is
 // never replayed as new events.
 type KmsgFollower struct {
-	c     conn
-	match string
-	log   *slog.Logger
+	c    conn
+	also KmsgMatch
+	log  *slog.Logger
+	// imitations counts the records ignored by isImitation.
+	imitations atomic.Uint64
 }
 
 // NewKmsgFollower opens /dev/kmsg positioned after the last record. Reading
@@ -149,10 +212,7 @@ func NewKmsgFollower(opts KmsgOptions) (*KmsgFollower, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening %s: %w", kmsgPath, err)
 	}
-	f := &KmsgFollower{c: c, match: opts.Match, log: opts.Logger}
-	if f.match == "" {
-		f.match = ForkMessage
-	}
+	f := &KmsgFollower{c: c, also: opts.Also, log: opts.Logger}
 	if f.log == nil {
 		f.log = slog.Default()
 	}
@@ -169,9 +229,12 @@ func (f *KmsgFollower) Run(ctx context.Context, emit func(Event)) error {
 			f.log.Warn("ignoring kernel log record", "err", err)
 			return
 		}
-		if r.IsRestore(f.match) {
+		switch {
+		case r.IsRestore() || f.also.Message != "" && r.Matches(f.also):
 			emit(Event{Signal: SignalKmsg, Seq: r.Seq, Time: time.Now(),
 				Detail: fmt.Sprintf("kernel log record %d: %s", r.Seq, r.Message)})
+		case r.isImitation():
+			f.imitations.Add(1)
 		}
 	}, func() {
 		emit(Event{Signal: SignalKmsg, Lost: true, Time: time.Now(),
@@ -181,6 +244,13 @@ func (f *KmsgFollower) Run(ctx context.Context, emit func(Event)) error {
 		return fmt.Errorf("reading %s: %w", kmsgPath, err)
 	}
 	return nil
+}
+
+// Imitations returns how many records Run has ignored that hold the fork
+// text but are not the kernel's fork record (copies written to /dev/kmsg,
+// kernel records quoting text a process chose).
+func (f *KmsgFollower) Imitations() uint64 {
+	return f.imitations.Load()
 }
 
 // Close releases /dev/kmsg. It may be called more than once, and makes a

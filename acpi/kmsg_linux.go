@@ -42,9 +42,9 @@ func readKmsg(fd int, b []byte) (int, uint32, error) {
 	return n, 0, nil
 }
 
-// countKmsgHistory counts the records in the kernel log, from the oldest one
-// still held, that r.IsRestore(match) accepts.
-func countKmsgHistory(match string) (int, error) {
+// countKmsgHistory counts the vmgenid driver's fork records (IsRestore) in
+// the kernel log, from the oldest one still held.
+func countKmsgHistory() (int, error) {
 	fd, err := unix.Open(kmsgPath, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return 0, fmt.Errorf("opening %s: %w", kmsgPath, kmsgOpenError(err))
@@ -65,7 +65,7 @@ func countKmsgHistory(match string) (int, error) {
 		case err != nil:
 			return count, fmt.Errorf("reading %s: %w", kmsgPath, err)
 		}
-		if r, err := ParseKmsg(buf[:n]); err == nil && r.IsRestore(match) {
+		if r, err := ParseKmsg(buf[:n]); err == nil && r.IsRestore() {
 			count++
 		}
 	}

@@ -163,37 +163,55 @@ func (k *kmsgReader) records(t *testing.T) []Record {
 	}
 }
 
-// TestIntegrationKmsgForgedFork writes the fork text to /dev/kmsg as a
-// process can, and checks that the kernel logs it with facility 1 and that a
-// follower does not report it.
+// TestIntegrationKmsgForgedFork plays the forgers of the fork record for
+// real: root writes it to /dev/kmsg at the kernel's own level, and uid 65534
+// makes the kernel itself log it, at facility 0, inside a tmpfs complaint
+// (a mount option in a user namespace of its own). Neither is a restore. The
+// fence — a record the kernel logs after them, which the follower is told
+// to count — must be the one and only event: the follower reads the log in
+// order, so by the time it reports the fence it has judged the forgeries.
 func TestIntegrationKmsgForgedFork(t *testing.T) {
-	requireRoot(t)
-	f, err := NewKmsgFollower(KmsgOptions{})
+	requireVMGenID(t)
+	f, err := NewKmsgFollower(KmsgOptions{Also: synthUevent})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	t.Cleanup(func() { f.Close() }) // after start's cleanup stops Run
 	reader := newKmsgReader(t)
 	r := start(t, f.Run)
 
-	if err := writeFile(t, kmsgPath, "<6>random: "+ForkMessage+"\n"); err != nil {
+	if err := writeFile(t, kmsgPath, "<5>"+ForkMessage+"\n"); err != nil {
 		t.Fatal(err)
 	}
+	testdevice.ForgeUnprivileged(t, ForkMessage)
+	testdevice.LogMalformed(t) // the fence
+
+	e := r.next(t)
+	var fence []uint64
 	forged := 0
 	for _, rec := range reader.records(t) {
-		if strings.Contains(rec.Message, ForkMessage) {
+		switch {
+		case rec.Matches(synthUevent):
+			fence = append(fence, rec.Seq)
+		case strings.Contains(rec.Message, ForkMessage):
 			forged++
-			if rec.Facility != 1 {
-				t.Errorf("the record written by a process has facility %d, want 1: %+v", rec.Facility, rec)
+			if rec.IsRestore() {
+				t.Errorf("a forgery passes for the fork record: %+v", rec)
 			}
 		}
 	}
-	if forged != 1 {
-		t.Fatalf("found %d records with the fork text after writing one", forged)
+	if forged != 2 || len(fence) != 1 {
+		t.Fatalf("the kernel logged %d records with the fork text and %d fences; want 2 and 1", forged, len(fence))
+	}
+	if e.Signal != SignalKmsg || e.Lost || e.Seq != fence[0] {
+		t.Fatalf("first event %+v, want the fence, record %d: a forgery counted as a restore", e, fence[0])
+	}
+	if n := f.Imitations(); n != 2 {
+		t.Errorf("Imitations() = %d after two forgeries, want 2", n)
 	}
 	waitDrained(t, f.c)
 	if events := r.stop(t); len(events) != 0 {
-		t.Errorf("the forged record produced events: %+v", events)
+		t.Errorf("events after the fence: %+v", events)
 	}
 }
 
@@ -203,7 +221,7 @@ func TestIntegrationKmsgForgedFork(t *testing.T) {
 // number, and nothing for the same text written by a process.
 func TestIntegrationKmsgFollower(t *testing.T) {
 	requireVMGenID(t)
-	f, err := NewKmsgFollower(KmsgOptions{Match: synthUeventMessage})
+	f, err := NewKmsgFollower(KmsgOptions{Also: synthUevent})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,7 +229,8 @@ func TestIntegrationKmsgFollower(t *testing.T) {
 	reader := newKmsgReader(t)
 	r := start(t, f.Run)
 
-	if err := writeFile(t, kmsgPath, "<0>"+synthUeventMessage+"\n"); err != nil {
+	// The same text by root, at the same level: facility 1, no event.
+	if err := writeFile(t, kmsgPath, "<4>"+synthUeventMessage+"\n"); err != nil {
 		t.Fatal(err)
 	}
 	const writes = 3
@@ -231,7 +250,7 @@ func TestIntegrationKmsgFollower(t *testing.T) {
 
 	var want []uint64
 	for _, rec := range reader.records(t) {
-		if rec.Message == synthUeventMessage && rec.Facility == 0 {
+		if rec.Matches(synthUevent) {
 			want = append(want, rec.Seq)
 		}
 	}

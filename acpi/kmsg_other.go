@@ -4,4 +4,4 @@ package acpi
 
 func openKmsg() (conn, error) { return nil, ErrNotSupported }
 
-func countKmsgHistory(string) (int, error) { return 0, ErrNotSupported }
+func countKmsgHistory() (int, error) { return 0, ErrNotSupported }

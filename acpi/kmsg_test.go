@@ -51,16 +51,20 @@ func kmsgCapture(t testing.TB) map[uint64][]byte {
 	return recs
 }
 
-// synthUeventMessage is what the kernel logs, with facility 0, when root
-// writes arguments it cannot parse to the VMGENID device's uevent file.
+// synthUeventMessage is what the kernel logs, with facility 0 and level 4,
+// when root writes arguments it cannot parse to the VMGENID device's uevent
+// file.
 const synthUeventMessage = "synth uevent: /devices/platform/VMGENCTR:00: incorrect uevent action arguments"
+
+// synthUevent is that record as a KmsgMatch.
+var synthUevent = KmsgMatch{Level: 4, Message: synthUeventMessage}
 
 func TestParseKmsgCapture(t *testing.T) {
 	recs := kmsgCapture(t)
 	tests := []struct {
 		seq     uint64
 		want    Record
-		restore bool // IsRestore(ForkMessage)
+		restore bool // IsRestore()
 	}{
 		{0, Record{Facility: 0, Level: 5, Seq: 0, Usec: 0, Flags: "-",
 			Message: "Linux version 6.18.44-fc-v669 (builder@sandboxing) (gcc (GCC) 15.3.0, GNU ld (GNU Binutils) 2.46) #1 SMP PREEMPT_DYNAMIC @0"}, false},
@@ -88,6 +92,15 @@ func TestParseKmsgCapture(t *testing.T) {
 		{411, Record{Facility: 1, Level: 4, Seq: 411, Usec: 1055112080, Flags: "-", Message: "plain"}, false},
 		// Written as "<0>hello zero".
 		{412, Record{Facility: 1, Level: 0, Seq: 412, Usec: 1055112092, Flags: "-", Message: "hello zero"}, false},
+		// The unprivileged forgery: uid 65534 in a user namespace mounted a
+		// tmpfs with the fork text as its option. Facility 0, and it holds
+		// the text, but the whole message is not the fork record.
+		{1708, Record{Facility: 0, Level: 3, Seq: 1708, Usec: 1490883419, Flags: "-",
+			Message: "tmpfs: Unknown parameter 'random: crng reseeded due to virtual machine fork'"}, false},
+		// Root's copy at the kernel's own level, "<5>random: ...": the
+		// kernel still forces facility 1.
+		{1709, Record{Facility: 1, Level: 5, Seq: 1709, Usec: 1495219898, Flags: "-",
+			Message: "random: crng reseeded due to virtual machine fork"}, false},
 	}
 	if len(recs) != len(tests) {
 		t.Errorf("capture has %d records, the table covers %d", len(recs), len(tests))
@@ -106,11 +119,79 @@ func TestParseKmsgCapture(t *testing.T) {
 		if !reflect.DeepEqual(got, tt.want) {
 			t.Errorf("ParseKmsg(%q)\n got %+v\nwant %+v", rec, got, tt.want)
 		}
-		if r := got.IsRestore(ForkMessage); r != tt.restore {
-			t.Errorf("record %d: IsRestore(ForkMessage) = %v, want %v", tt.seq, r, tt.restore)
+		if r := got.IsRestore(); r != tt.restore {
+			t.Errorf("record %d: IsRestore() = %v, want %v", tt.seq, r, tt.restore)
 		}
-		if r := got.IsRestore(synthUeventMessage); r != (tt.seq == 344) {
-			t.Errorf("record %d: IsRestore(synth text) = %v, want %v", tt.seq, r, tt.seq == 344)
+		if r := got.Matches(synthUevent); r != (tt.seq == 344) {
+			t.Errorf("record %d: Matches(synth uevent record) = %v, want %v", tt.seq, r, tt.seq == 344)
+		}
+		if imitation := tt.seq == 410 || tt.seq == 1708 || tt.seq == 1709; got.isImitation() != imitation {
+			t.Errorf("record %d: isImitation() = %v, want %v", tt.seq, got.isImitation(), imitation)
+		}
+	}
+}
+
+// TestRecordMatches: only the kernel's own record counts — facility 0, the
+// level it is logged at, the whole text and nothing else — whatever a
+// forger puts around the text or however close it comes.
+func TestRecordMatches(t *testing.T) {
+	for _, tt := range []struct {
+		rec  string
+		want bool
+	}{
+		{"5,1,2,-;random: crng reseeded due to virtual machine fork\n", true},
+		// Header fields after flags change nothing.
+		{"5,1,2,-,caller=T1;random: crng reseeded due to virtual machine fork\n", true},
+		// Another level, or a facility other than the kernel's.
+		{"6,1,2,-;random: crng reseeded due to virtual machine fork\n", false},
+		{"3,1,2,-;random: crng reseeded due to virtual machine fork\n", false},
+		{"13,1,2,-;random: crng reseeded due to virtual machine fork\n", false},
+		{"8,1,2,-;random: crng reseeded due to virtual machine fork\n", false},
+		// A prefix, a suffix, the text without the driver's prefix.
+		{"5,1,2,-;tmpfs: Unknown parameter 'random: crng reseeded due to virtual machine fork'\n", false},
+		{"5,1,2,-;x random: crng reseeded due to virtual machine fork\n", false},
+		{"5,1,2,-;random: crng reseeded due to virtual machine fork \n", false},
+		{"5,1,2,-;random: crng reseeded due to virtual machine fork'\n", false},
+		{"5,1,2,-;random: crng reseeded due to virtual machine fork\\x0a\n", false},
+		{"5,1,2,-;crng reseeded due to virtual machine fork\n", false},
+		// A device dictionary: a dev_printk, not random.c's pr_notice.
+		{"5,1,2,-;random: crng reseeded due to virtual machine fork\n SUBSYSTEM=platform\n DEVICE=+platform:VMGENCTR:00\n", false},
+	} {
+		r, err := ParseKmsg([]byte(tt.rec))
+		if err != nil {
+			t.Fatalf("ParseKmsg(%q): %v", tt.rec, err)
+		}
+		if got := r.IsRestore(); got != tt.want {
+			t.Errorf("IsRestore(%q) = %v, want %v", tt.rec, got, tt.want)
+		}
+		if got := r.Matches(ForkRecord); got != tt.want {
+			t.Errorf("Matches(ForkRecord) on %q = %v, want %v", tt.rec, got, tt.want)
+		}
+	}
+}
+
+func TestParseKmsgMatch(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want KmsgMatch
+	}{
+		{"<5>random: crng reseeded due to virtual machine fork", ForkRecord},
+		{"<4>" + synthUeventMessage, synthUevent},
+		{"<0>x", KmsgMatch{Level: 0, Message: "x"}},
+	} {
+		got, err := ParseKmsgMatch(tt.in)
+		if err != nil || got != tt.want {
+			t.Errorf("ParseKmsgMatch(%q) = %+v, %v; want %+v", tt.in, got, err, tt.want)
+		}
+		if s := got.String(); s != tt.in {
+			t.Errorf("%+v.String() = %q, want %q", got, s, tt.in)
+		}
+	}
+	// A facility other than 0, no level, no text, a bare substring: all
+	// refused, so a test match can only name one whole kernel record.
+	for _, in := range []string{"", "crng reseeded", "<5>", "<8>text", "<13>text", "<a>text", "5>text", "<5text", "<-1>text"} {
+		if m, err := ParseKmsgMatch(in); !errors.Is(err, ErrMalformed) {
+			t.Errorf("ParseKmsgMatch(%q) = %+v, %v; want ErrMalformed", in, m, err)
 		}
 	}
 }

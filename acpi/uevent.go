@@ -8,6 +8,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -104,14 +105,19 @@ func (u Uevent) synthetic() bool {
 // counts only when acceptSynthetic is true. Root cannot forge NEW_VMGENID
 // through the uevent file: the kernel renames written keys SYNTH_ARG_*.
 func (u Uevent) IsRestore(acceptSynthetic bool) bool {
-	hid, _, _ := strings.Cut(path.Base(u.DevPath), ":")
-	if u.Action != "change" || !isVMGenID(hid, u.Env["MODALIAS"]) {
+	if !u.vmgenidChange() {
 		return false
 	}
 	if u.synthetic() {
 		return acceptSynthetic
 	}
 	return u.Env["NEW_VMGENID"] == "1"
+}
+
+// vmgenidChange reports whether u is a "change" of a VMGENID device.
+func (u Uevent) vmgenidChange() bool {
+	hid, _, _ := strings.Cut(path.Base(u.DevPath), ":")
+	return u.Action == "change" && isVMGenID(hid, u.Env["MODALIAS"])
 }
 
 // UeventOptions configures a UeventFollower.
@@ -131,6 +137,9 @@ type UeventFollower struct {
 	c      conn
 	accept bool
 	log    *slog.Logger
+	// ignored counts the synthetic changes of the VMGENID device that did
+	// not count because accept is false.
+	ignored atomic.Uint64
 }
 
 // NewUeventFollower opens a NETLINK_KOBJECT_UEVENT socket subscribed to the
@@ -174,6 +183,9 @@ func (f *UeventFollower) Run(ctx context.Context, emit func(Event)) error {
 			return
 		}
 		if !u.IsRestore(f.accept) {
+			if u.vmgenidChange() && u.synthetic() {
+				f.ignored.Add(1)
+			}
 			return
 		}
 		detail := fmt.Sprintf("NEW_VMGENID=1 change of %s", u.DevPath)
@@ -189,6 +201,14 @@ func (f *UeventFollower) Run(ctx context.Context, emit func(Event)) error {
 		return fmt.Errorf("receiving uevents: %w", err)
 	}
 	return nil
+}
+
+// IgnoredSynthetic returns how many synthetic changes of the VMGENID device
+// Run has received and not counted, because AcceptSynthetic is false. The
+// follower handles messages in the order the kernel sent them, so once it
+// has counted a synthetic event every uevent sent before it was handled.
+func (f *UeventFollower) IgnoredSynthetic() uint64 {
+	return f.ignored.Load()
 }
 
 // Close releases the socket. It may be called more than once, and makes a

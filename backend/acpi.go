@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"sync"
 	"time"
@@ -17,9 +18,13 @@ type ACPIOptions struct {
 	// AcceptSynthetic also counts root-written synthetic uevents on the
 	// VMGENID device (echo "change <uuid>" > .../uevent).
 	AcceptSynthetic bool
-	// KmsgMatch replaces the text of the kernel-log record that counts as a
-	// restore (default acpi.ForkMessage). For tests only: it lets a test use
-	// a facility-0 record that root can make the kernel print on demand.
+	// KmsgMatch names, for tests only, a second kernel-log record that
+	// counts as a restore besides the vmgenid driver's fork record (which
+	// always counts), written "<LEVEL>TEXT" as dmesg -r prints a kernel
+	// record (see acpi.ParseKmsgMatch). It is matched as exactly as the
+	// fork record — facility 0, that level, that whole text — so that a
+	// test can use a record root can make the kernel print on demand, and
+	// nothing a process can forge. Empty means none.
 	KmsgMatch string
 	Logger    *slog.Logger
 }
@@ -32,15 +37,26 @@ type ACPISource struct {
 	info   acpi.Info
 	kmsg   *acpi.KmsgFollower
 	uevent *acpi.UeventFollower
-	co     *coalescer
+	// kmsgErr and ueventErr say why a follower could not be opened.
+	kmsgErr, ueventErr error
+	co                 *coalescer
 }
 
 // NewACPISource checks that a VMGENID device with a bound driver is present
 // and opens the followers. It fails with an error wrapping ErrNoDevice when
-// there is no device or no driver, and when no signal can be followed.
+// there is no device or no driver, and when no signal can be followed. It
+// logs nothing: a follower that could not be opened is reported by Run and
+// by Info (see also SeesRestores).
 func NewACPISource(opts ACPIOptions) (*ACPISource, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
+	}
+	var also acpi.KmsgMatch
+	if opts.KmsgMatch != "" {
+		var err error
+		if also, err = acpi.ParseKmsgMatch(opts.KmsgMatch); err != nil {
+			return nil, fmt.Errorf("acpi backend: test kernel-log match: %w", err)
+		}
 	}
 	if _, err := acpi.Discover(); err != nil {
 		// acpi's sentinels are backend's: wrap them once.
@@ -52,27 +68,39 @@ func NewACPISource(opts ACPIOptions) (*ACPISource, error) {
 		return nil, fmt.Errorf("acpi backend: %w: %w", ErrNoDevice, err)
 	}
 	s := &ACPISource{opts: opts, info: acpi.Probe(), co: newCoalescer(coalesceWindow)}
-	var kerr, uerr error
-	s.kmsg, kerr = acpi.NewKmsgFollower(acpi.KmsgOptions{Match: opts.KmsgMatch, Logger: opts.Logger})
-	s.uevent, uerr = acpi.NewUeventFollower(acpi.UeventOptions{AcceptSynthetic: opts.AcceptSynthetic, Logger: opts.Logger})
-	switch {
-	case kerr != nil && uerr != nil:
-		return nil, fmt.Errorf("acpi backend: cannot follow any kernel signal: %w", errors.Join(kerr, uerr))
-	case kerr != nil:
-		// Without the kernel log only 6.8 kernels (and synthetic events)
-		// signal a restore; say so loudly.
-		opts.Logger.Warn("acpi backend: not following the kernel log; most kernels signal restores only there", "err", kerr)
-	case uerr != nil:
-		opts.Logger.Warn("acpi backend: not following uevents", "err", uerr)
+	s.kmsg, s.kmsgErr = acpi.NewKmsgFollower(acpi.KmsgOptions{Also: also, Logger: opts.Logger})
+	s.uevent, s.ueventErr = acpi.NewUeventFollower(acpi.UeventOptions{AcceptSynthetic: opts.AcceptSynthetic, Logger: opts.Logger})
+	if s.kmsgErr != nil && s.ueventErr != nil {
+		return nil, fmt.Errorf("acpi backend: cannot follow any kernel signal: %w", errors.Join(s.kmsgErr, s.ueventErr))
 	}
 	return s, nil
 }
 
 // SeesRestores reports whether the source follows a signal this kernel
 // actually sends on a restore: the kernel log, or uevents on a kernel that
-// sends the VMGENID uevent. Without one it sees only synthetic events.
+// sends the VMGENID uevent. Without one it sees only synthetic events, which
+// are not restores.
 func (s *ACPISource) SeesRestores() bool {
-	return s.kmsg != nil || s.uevent != nil && hasSignal(s.info, acpi.SignalUevent)
+	return s.blindness() == ""
+}
+
+// blindness says why the source cannot see a restore on this machine, or
+// returns "" when it can.
+func (s *ACPISource) blindness() string {
+	if s.kmsg != nil {
+		return ""
+	}
+	why := "/dev/kmsg is not readable (run as root or with CAP_SYSLOG)"
+	if !errors.Is(s.kmsgErr, fs.ErrPermission) {
+		why = "the kernel log cannot be read (" + s.kmsgErr.Error() + ")"
+	}
+	switch {
+	case s.uevent == nil:
+		return why + " and no uevent socket can be opened (" + s.ueventErr.Error() + ")"
+	case !hasSignal(s.info, acpi.SignalUevent):
+		return why + " and this kernel (" + s.info.Kernel + ") sends no VMGENID uevent"
+	}
+	return ""
 }
 
 // Name returns "acpi".
@@ -89,6 +117,7 @@ func (s *ACPISource) Info() api.SourceInfo {
 	}
 	info := api.SourceInfo{
 		Name:            "acpi",
+		DetectsRestores: s.SeesRestores(),
 		Kernel:          s.info.Kernel,
 		KernelSignals:   s.info.Signals,
 		Followed:        followed,
@@ -96,6 +125,15 @@ func (s *ACPISource) Info() api.SourceInfo {
 		AcceptSynthetic: s.opts.AcceptSynthetic,
 		Coalesced:       s.co.absorbedCount(),
 		KmsgMatch:       s.opts.KmsgMatch,
+	}
+	if why := s.blindness(); why != "" {
+		info.Why = "restores will not be detected: " + why
+	}
+	if s.kmsg != nil {
+		info.IgnoredImitations = s.kmsg.Imitations()
+	}
+	if s.uevent != nil {
+		info.IgnoredSynthetic = s.uevent.IgnoredSynthetic()
 	}
 	if len(s.info.Devices) > 0 {
 		d := s.info.Devices[0]
@@ -107,6 +145,17 @@ func (s *ACPISource) Info() api.SourceInfo {
 
 // Run follows both signals until ctx is done or a follower fails.
 func (s *ACPISource) Run(ctx context.Context, emit func(Event)) error {
+	switch {
+	case s.kmsgErr != nil:
+		// Without the kernel log only 6.8 kernels (and synthetic events)
+		// signal a restore; say so loudly.
+		s.opts.Logger.Warn("acpi backend: not following the kernel log; most kernels signal restores only there", "err", s.kmsgErr)
+	case s.ueventErr != nil:
+		s.opts.Logger.Warn("acpi backend: not following uevents", "err", s.ueventErr)
+	}
+	if s.opts.KmsgMatch != "" {
+		s.opts.Logger.Warn("acpi backend: for tests, a second kernel log record also counts as a restore", "record", s.opts.KmsgMatch)
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var mu sync.Mutex // one event at a time through the coalescer

@@ -22,5 +22,5 @@ func (manual) Run(ctx context.Context, _ func(Event)) error {
 func (manual) Close() error { return nil }
 
 func (manual) Info() api.SourceInfo {
-	return api.SourceInfo{Name: "manual", Why: "bumps come only from snapsafectl bump"}
+	return api.SourceInfo{Name: "manual", Why: "restores will not be detected: bumps come only from snapsafectl bump"}
 }

@@ -26,7 +26,10 @@ type Options struct {
 // "auto" for the best this machine offers — VMClock with a generation
 // counter if usable, else ACPI VMGENID if a device with a bound driver is
 // present and the kernel's signal can be read, else manual. An explicitly
-// named source that cannot run fails with an error saying why.
+// named source that cannot run, or cannot see a restore here, fails with an
+// error saying why and what to do; "auto" never fails, and when what it
+// picked cannot see a restore its Info says so (DetectsRestores false, and
+// why). Select logs nothing: the caller reports the choice.
 func Select(name string, opts Options) (Source, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -38,7 +41,19 @@ func Select(name string, opts Options) (Source, error) {
 	case "manual":
 		return Manual(), nil
 	case "acpi":
-		return newACPI(opts)
+		a, err := newACPI(opts)
+		if err != nil {
+			return nil, err
+		}
+		if why := a.blindness(); why != "" {
+			a.Close()
+			msg := "cannot see restores here: " + why
+			if opts.AcceptSynthetic {
+				msg += " (synthetic uevents are a test hook, not restores)"
+			}
+			return nil, blindError(msg + "; use --backend auto or manual")
+		}
+		return a, nil
 	case "vmclock":
 		return NewVMClockSource(opts.VMClockPath, VMClockOptions{})
 	case "auto":
@@ -46,6 +61,14 @@ func Select(name string, opts Options) (Source, error) {
 	}
 	return nil, fmt.Errorf("unknown backend %q: use auto, acpi, vmclock or manual", name)
 }
+
+// blindError is the error of an explicitly named source that runs but cannot
+// see a restore on this machine. It matches ErrNotSupported.
+type blindError string
+
+func (e blindError) Error() string { return string(e) }
+
+func (e blindError) Is(target error) bool { return target == ErrNotSupported }
 
 func newACPI(opts Options) (*ACPISource, error) {
 	return NewACPISource(ACPIOptions{AcceptSynthetic: opts.AcceptSynthetic, KmsgMatch: opts.KmsgMatch, Logger: opts.Logger})
@@ -63,15 +86,21 @@ func auto(opts Options) Source {
 	}
 	a, err := newACPI(opts)
 	if err == nil {
-		if a.SeesRestores() || opts.AcceptSynthetic {
+		why := a.blindness()
+		if why == "" {
 			return withReason(a, "auto: no usable VMClock ("+vmWhy+"); VMGENID device with a bound driver")
 		}
+		if opts.AcceptSynthetic {
+			// A test setup: root drives the source with synthetic
+			// uevents. It says loudly that nothing else will bump.
+			return withReason(a, "auto: no usable VMClock ("+vmWhy+"); VMGENID device with a bound driver, but restores will not be detected: "+
+				why+"; only root-written synthetic uevents (--accept-synthetic) and snapsafectl bump move the generation")
+		}
 		a.Close()
-		err = errors.New("the kernel log is not readable (run as root or with CAP_SYSLOG) and this kernel sends no VMGENID uevent")
+		err = errors.New(why)
 	}
-	why := "auto: no usable VMClock (" + vmWhy + "); no usable VMGENID (" + err.Error() + "): bumps come only from snapsafectl bump"
-	opts.Logger.Warn("no restore-event source on this machine: using the manual backend", "why", why)
-	return withReason(Manual(), why)
+	return withReason(Manual(), "auto: no usable VMClock ("+vmWhy+"); no usable VMGENID ("+err.Error()+
+		"): restores will not be detected; the generation moves only on snapsafectl bump")
 }
 
 func hasSignal(info acpi.Info, s string) bool {

@@ -2,15 +2,17 @@ package backend
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/snapsafe/snapsafe/acpi"
 	"github.com/snapsafe/snapsafe/backend/vmclock"
+	"github.com/snapsafe/snapsafe/internal/eventually"
 	"github.com/snapsafe/snapsafe/internal/testdevice"
+	"golang.org/x/sys/unix"
 )
 
 func TestSelectRejects(t *testing.T) {
@@ -75,68 +77,59 @@ func TestIntegrationSelectAuto(t *testing.T) {
 	}
 }
 
-// collect drains events until want have arrived (or 5 s passed), then
-// waits settle longer for any that must not come.
-func collect(events chan Event, want int) []Event {
-	var got []Event
-	deadline := time.After(5 * time.Second)
-	for len(got) < want {
-		select {
-		case e := <-events:
-			got = append(got, e)
-		case <-deadline:
-			return got
-		}
-	}
-	for end := time.After(settle); ; {
-		select {
-		case e := <-events:
-			got = append(got, e)
-		case <-end:
-			return got
-		}
-	}
-}
-
-// settle gives the kernel time to deliver what was written: the followers
-// read their queues within microseconds; this bounds the wait for events
-// that must not come.
-const settle = 200 * time.Millisecond
-
+// TestIntegrationACPISource drives the source with synthetic uevents, and
+// checks that they count only with AcceptSynthetic and that a user-written
+// copy of the fork record never counts. Fences show that nothing counted
+// that should not have: each path is read in order, so an event the fence
+// causes comes after every event what was sent before it causes.
 func TestIntegrationACPISource(t *testing.T) {
 	testdevice.Require(t)
-	for _, tc := range []struct {
-		name      string
-		synthetic bool
-		want      int
-	}{
-		{"accept synthetic", true, 5},
-		{"kernel signals only", false, 0},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			s, err := NewACPISource(ACPIOptions{AcceptSynthetic: tc.synthetic})
-			if err != nil {
-				t.Fatal(err)
-			}
-			events, _, _ := runSource(t, s)
-			for range 5 {
-				testdevice.Synthesize(t)
-			}
-			// A user-written copy of the fork record never counts.
-			if err := os.WriteFile("/dev/kmsg", []byte("<6>random: crng reseeded due to virtual machine fork\n"), 0); err != nil {
-				t.Fatal(err)
-			}
-			got := collect(events, tc.want)
-			if len(got) != tc.want {
-				t.Fatalf("%d events, want %d: %+v", len(got), tc.want, got)
-			}
-			for _, e := range got {
-				if e.Kind != KindACPI || e.Signal != acpi.SignalUevent || e.Lost {
-					t.Fatalf("event %+v", e)
-				}
-			}
-		})
+	copyFork := func(t *testing.T) {
+		// Root's copy at the kernel's own level: facility 1 all the same.
+		if err := os.WriteFile("/dev/kmsg", []byte("<5>random: crng reseeded due to virtual machine fork\n"), 0); err != nil {
+			t.Fatal(err)
+		}
 	}
+	t.Run("accept synthetic", func(t *testing.T) {
+		s, err := NewACPISource(ACPIOptions{AcceptSynthetic: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		events, _, _ := runSource(t, s)
+		var ids []string
+		for range 5 {
+			ids = append(ids, testdevice.Synthesize(t))
+		}
+		ids = append(ids, testdevice.Synthesize(t)) // the fence
+		for i, id := range ids {
+			e := waitEvent(t, events)
+			if e.Kind != KindACPI || e.Signal != acpi.SignalUevent || e.Lost || !strings.Contains(e.Detail, id) {
+				t.Fatalf("event %d = %+v, want the synthetic uevent %s", i, e, id)
+			}
+		}
+		if info := s.Info(); info.IgnoredSynthetic != 0 || !info.DetectsRestores {
+			t.Fatalf("info %+v: want no ignored synthetic uevents, and restores detected", info)
+		}
+	})
+	t.Run("kernel signals only", func(t *testing.T) {
+		s, err := NewACPISource(ACPIOptions{KmsgMatch: testdevice.MalformedMessage})
+		if err != nil {
+			t.Fatal(err)
+		}
+		events, _, _ := runSource(t, s)
+		for range 5 {
+			testdevice.Synthesize(t)
+		}
+		copyFork(t)
+		eventually.True(t, "5 ignored synthetic uevents and 1 ignored imitation", func() bool {
+			info := s.Info()
+			return info.IgnoredSynthetic == 5 && info.IgnoredImitations == 1
+		})
+		testdevice.LogMalformed(t) // the fence, on the kernel-log path
+		if e := waitEvent(t, events); e.Signal != acpi.SignalKmsg || e.Lost || !strings.Contains(e.Detail, "synth uevent") {
+			t.Fatalf("first event %+v, want the kernel-log fence", e)
+		}
+	})
 }
 
 // TestIntegrationACPISourceKmsg drives the kernel-log path with a
@@ -148,10 +141,65 @@ func TestIntegrationACPISourceKmsg(t *testing.T) {
 		t.Fatal(err)
 	}
 	events, _, _ := runSource(t, s)
-	for range 3 {
+	for i := range 3 {
 		testdevice.LogMalformed(t)
+		if e := waitEvent(t, events); e.Signal != acpi.SignalKmsg || e.Lost {
+			t.Fatalf("event %d = %+v, want one from the kernel log", i, e)
+		}
 	}
-	if got := collect(events, 3); len(got) != 3 || got[0].Signal != acpi.SignalKmsg {
-		t.Fatalf("events %+v, want 3 from the kernel log", got)
+}
+
+// TestACPIKmsgMatchRefused: a test match that is not one whole kernel
+// record ("<LEVEL>TEXT", facility 0) is refused, not taken as a substring.
+func TestACPIKmsgMatchRefused(t *testing.T) {
+	for _, m := range []string{"incorrect uevent action arguments", "<13>text", "<5>"} {
+		if s, err := NewACPISource(ACPIOptions{KmsgMatch: m}); !errors.Is(err, acpi.ErrMalformed) {
+			if s != nil {
+				s.Close()
+			}
+			t.Errorf("NewACPISource with KmsgMatch %q: %v, want acpi.ErrMalformed", m, err)
+		}
+	}
+}
+
+// TestACPIBlindness: a source that cannot read the kernel log, on a kernel
+// that sends no VMGENID uevent, sees no restore and says why.
+func TestACPIBlindness(t *testing.T) {
+	u, err := acpi.NewUeventFollower(acpi.UeventOptions{})
+	if err != nil {
+		t.Skipf("needs a kernel uevent socket: %v", err)
+	}
+	defer u.Close()
+	eperm := fmt.Errorf("opening /dev/kmsg: %w", unix.EPERM)
+	for _, tc := range []struct {
+		name    string
+		kmsg    bool // the kernel log is followed
+		kernel  string
+		signals []string
+		blind   string
+	}{
+		{"the kernel log", true, "6.18.44", []string{"kmsg"}, ""},
+		{"6.18 without the kernel log", false, "6.18.44", []string{"kmsg"},
+			"/dev/kmsg is not readable (run as root or with CAP_SYSLOG) and this kernel (6.18.44) sends no VMGENID uevent"},
+		{"6.8 without the kernel log", false, "6.8.0", []string{"kmsg", "uevent"}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := &ACPISource{uevent: u, info: acpi.Info{Kernel: tc.kernel, Signals: tc.signals}, co: newCoalescer(coalesceWindow)}
+			if tc.kmsg {
+				s.kmsg = &acpi.KmsgFollower{} // stands in for an open kernel log
+			} else {
+				s.kmsgErr = eperm
+			}
+			if got := s.blindness(); got != tc.blind {
+				t.Errorf("blindness() = %q, want %q", got, tc.blind)
+			}
+			sees, why := tc.blind == "", ""
+			if !sees {
+				why = "restores will not be detected: " + tc.blind
+			}
+			if info := s.Info(); s.SeesRestores() != sees || info.DetectsRestores != sees || info.Why != why {
+				t.Errorf("SeesRestores() = %v, info %+v; want %v and why %q", s.SeesRestores(), info, sees, why)
+			}
+		})
 	}
 }

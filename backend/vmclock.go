@@ -114,13 +114,14 @@ func (s *VMClockSource) Name() string { return "vmclock" }
 // Info describes the device and the current counter.
 func (s *VMClockSource) Info() api.SourceInfo {
 	info := api.SourceInfo{
-		Name:           "vmclock",
-		Path:           s.clock.Path(),
-		Magic:          fmt.Sprintf("%#08x", uint32(vmclock.Magic)),
-		Version:        vmclock.Version, // the only version Open accepts
-		Size:           s.clock.Size(),
-		CounterPresent: s.clock.HasCounter(),
-		Notifications:  s.clock.Notifies(),
+		Name:            "vmclock",
+		DetectsRestores: true,
+		Path:            s.clock.Path(),
+		Magic:           fmt.Sprintf("%#08x", uint32(vmclock.Magic)),
+		Version:         vmclock.Version, // the only version Open accepts
+		Size:            s.clock.Size(),
+		CounterPresent:  s.clock.HasCounter(),
+		Notifications:   s.clock.Notifies(),
 	}
 	if s.notify != nil {
 		info.Mode = "notify"

@@ -167,16 +167,17 @@ func TestVMClockSourceInfo(t *testing.T) {
 	}
 	counter := uint64(77)
 	want := api.SourceInfo{
-		Name:           "vmclock",
-		Path:           path,
-		Magic:          "0x4b4c4356",
-		Version:        1,
-		Size:           testvmclock.PageSize,
-		CounterPresent: true,
-		Notifications:  false,
-		Mode:           "poll",
-		PollInterval:   "10ms",
-		Counter:        &counter,
+		Name:            "vmclock",
+		DetectsRestores: true,
+		Path:            path,
+		Magic:           "0x4b4c4356",
+		Version:         1,
+		Size:            testvmclock.PageSize,
+		CounterPresent:  true,
+		Notifications:   false,
+		Mode:            "poll",
+		PollInterval:    "10ms",
+		Counter:         &counter,
 	}
 	if info := s.Info(); !reflect.DeepEqual(info, want) {
 		t.Errorf("Info() = %+v, want %+v", info, want)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -144,12 +145,30 @@ type statusJSON struct {
 	Epoch       string `json:"epoch"`
 	ProviderPID int    `json:"provider_pid"`
 	Waiting     int    `json:"waiting"`
+	Reason      string `json:"reason"`
+	Source      struct {
+		Why               string `json:"why"`
+		DetectsRestores   bool   `json:"detects_restores"`
+		IgnoredSynthetic  uint64 `json:"ignored_synthetic"`
+		IgnoredImitations uint64 `json:"ignored_imitations"`
+		KmsgMatch         string `json:"kmsg_match"`
+	} `json:"source"`
 }
 
 func status(t *testing.T, dir string) statusJSON {
 	t.Helper()
+	return statusAs(t, nil, dir)
+}
+
+// statusAs runs snapsafectl status --json with cred (nil: this process's).
+func statusAs(t *testing.T, cred *syscall.Credential, dir string) statusJSON {
+	t.Helper()
+	out, errs, code := ctlAs(t, cred, dir, "status", "--json")
+	if code != 0 {
+		t.Fatalf("snapsafectl status --json exited %d: %s", code, errs)
+	}
 	var s statusJSON
-	if err := json.Unmarshal([]byte(mustCtl(t, dir, "status", "--json")), &s); err != nil {
+	if err := json.Unmarshal([]byte(out), &s); err != nil {
 		t.Fatal(err)
 	}
 	return s
@@ -416,17 +435,142 @@ func TestIntegrationACPIBar(t *testing.T) {
 	}
 	p.stop(t, syscall.SIGTERM)
 
-	startProvider(t, dir, "--backend", "acpi")
+	// Without --accept-synthetic: neither the synthetic uevents nor a
+	// user-written copy of the fork record bump. Fences, one per path,
+	// show that the provider has judged them: the uevent follower counts
+	// the synthetic events it ignores, in the order the kernel sent them;
+	// on the kernel log, a record the provider is told to count follows
+	// the copy, and must be the one and only bump.
+	startProvider(t, dir, "--backend", "acpi", "--test-kmsg-match", testdevice.MalformedMessage)
 	before = status(t, dir).Generation
 	for range 5 {
 		testdevice.Synthesize(t)
 	}
-	if err := os.WriteFile("/dev/kmsg", []byte("<6>random: crng reseeded due to virtual machine fork\n"), 0); err != nil {
+	if err := os.WriteFile("/dev/kmsg", []byte("<5>random: crng reseeded due to virtual machine fork\n"), 0); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(300 * time.Millisecond)
-	if g := status(t, dir).Generation; g != before {
-		t.Fatalf("without --accept-synthetic the generation moved from %d to %d", before, g)
+	eventually.True(t, "five ignored synthetic uevents", func() bool { return status(t, dir).Source.IgnoredSynthetic == 5 })
+	testdevice.LogMalformed(t)
+	eventually.True(t, "the kernel-log fence's bump", func() bool { return status(t, dir).Generation >= before+1 })
+	s := status(t, dir)
+	if s.Generation != before+1 {
+		t.Fatalf("without --accept-synthetic, five synthetic uevents, a user-written fork record and a fence moved the generation from %d to %d, want +1 (the fence)", before, s.Generation)
+	}
+	if s.Source.IgnoredSynthetic != 5 || s.Source.IgnoredImitations != 1 {
+		t.Fatalf("status counts %d ignored synthetic uevents and %d ignored imitations, want 5 and 1", s.Source.IgnoredSynthetic, s.Source.IgnoredImitations)
+	}
+}
+
+// TestIntegrationForgedRestoreNoBump plays the unprivileged user who makes
+// the kernel itself log the fork text at facility 0 — a tmpfs mount option
+// in a user namespace of its own gives "tmpfs: Unknown parameter '<text>'" —
+// and root writing the exact record, at the kernel's level, to /dev/kmsg.
+// Neither bumps the provider: after both, a fence on the same path (a record
+// the provider is told to count) moves the generation by exactly one.
+func TestIntegrationForgedRestoreNoBump(t *testing.T) {
+	testdevice.Require(t)
+	dir := stateDir(t)
+	startProvider(t, dir, "--backend", "acpi", "--test-kmsg-match", testdevice.MalformedMessage)
+	before := status(t, dir).Generation
+	const fork = "random: crng reseeded due to virtual machine fork"
+	testdevice.ForgeUnprivileged(t, fork)
+	if err := os.WriteFile("/dev/kmsg", []byte("<5>"+fork+"\n"), 0); err != nil {
+		t.Fatal(err)
+	}
+	// Both forgeries judged, one way or the other; then the fence.
+	eventually.True(t, "the two forgeries to be judged", func() bool {
+		s := status(t, dir)
+		return s.Source.IgnoredImitations+(s.Generation-before) == 2
+	})
+	testdevice.LogMalformed(t)
+	eventually.True(t, "the fence's bump", func() bool { return status(t, dir).Generation >= before+1 })
+	if s := status(t, dir); s.Generation != before+1 || s.Source.IgnoredImitations != 2 {
+		t.Fatalf("two forged fork records and a fence moved the generation from %d to %d (%d imitations ignored); want +1 (the fence), and 2", before, s.Generation, s.Source.IgnoredImitations)
+	}
+}
+
+// nobodyDir makes a state directory owned by uid 65534, for a provider
+// running as that user.
+func nobodyDir(t *testing.T) string {
+	t.Helper()
+	dir := stateDir(t)
+	if err := os.Chown(dir, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// TestIntegrationBlindBackend runs snapsafed as uid 65534, which cannot read
+// the kernel log, on a kernel that sends no VMGENID uevent: it can see no
+// restore. An explicit --backend acpi refuses to start, in one line that
+// says why and what to do; --backend auto starts on the manual backend and
+// says, in its first log line and in status, that restores will not be
+// detected, and why.
+func TestIntegrationBlindBackend(t *testing.T) {
+	testdevice.RequireRoot(t, "to run snapsafed as uid 65534")
+	if _, err := os.Stat(testdevice.UeventPath); err != nil {
+		testdevice.Skip(t, "needs a VMGENID device bound as a platform device (Firecracker guest, Linux 6.10+): %v", err)
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/dmesg_restrict"); err != nil || strings.TrimSpace(string(b)) != "1" {
+		t.Skipf("needs kernel.dmesg_restrict=1, so that uid 65534 cannot read the kernel log (%q, %v)", b, err)
+	}
+	if _, err := os.Stat("/dev/vmclock0"); err == nil {
+		t.Skip("this machine has a VMClock device, which auto would pick")
+	}
+	nobody := &syscall.Credential{Uid: 65534, Gid: 65534}
+	dir := nobodyDir(t)
+
+	for _, args := range [][]string{{"--backend", "acpi"}, {"--backend", "acpi", "--accept-synthetic"}} {
+		// A provider that starts anyway is killed after the timeout.
+		ctx, cancel := context.WithTimeout(context.Background(), eventually.Timeout)
+		cmd := exec.CommandContext(ctx, filepath.Join(bin, "snapsafed"), append([]string{"--dir", dir}, args...)...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: nobody}
+		var errb bytes.Buffer
+		cmd.Stderr = &errb
+		cmd.Run()
+		cancel()
+		msg := errb.String()
+		if code := cmd.ProcessState.ExitCode(); code != 1 {
+			t.Fatalf("snapsafed %v as uid 65534 exited %d, want 1:\n%s", args, code, msg)
+		}
+		if !strings.HasPrefix(msg, "snapsafed: --backend acpi: cannot see restores here: /dev/kmsg is not readable (run as root or with CAP_SYSLOG) and this kernel (") ||
+			!strings.HasSuffix(msg, "sends no VMGENID uevent"+map[bool]string{true: " (synthetic uevents are a test hook, not restores)"}[len(args) == 3]+"; use --backend auto or manual\n") ||
+			strings.Count(msg, "\n") != 1 {
+			t.Fatalf("snapsafed %v as uid 65534 said %q; want one line saying it cannot see restores, why, and what to do", args, msg)
+		}
+	}
+
+	cmd := exec.Command(filepath.Join(bin, "snapsafed"), "--dir", dir, "--backend", "auto")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: nobody}
+	log := new(syncBuffer)
+	cmd.Stderr = log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("provider log:\n%s", log)
+		}
+	})
+	eventually.True(t, "the provider as uid 65534", func() bool {
+		_, _, code := ctlAs(t, nobody, dir, "status")
+		return code == 0
+	})
+	s := statusAs(t, nobody, dir)
+	const why = "/dev/kmsg is not readable (run as root or with CAP_SYSLOG) and this kernel ("
+	if s.Backend != "manual" || s.Source.DetectsRestores ||
+		!strings.Contains(s.Source.Why, "restores will not be detected") || !strings.Contains(s.Source.Why, why) {
+		t.Fatalf("status as uid 65534: backend %q, detects_restores %v, why %q; want manual, false, and why", s.Backend, s.Source.DetectsRestores, s.Source.Why)
+	}
+	first, _, _ := strings.Cut(log.String(), "\n")
+	if !strings.Contains(first, "level=WARN") || !strings.Contains(first, "restores will not be detected") ||
+		!strings.Contains(first, "backend=manual") || !strings.Contains(first, "detects_restores=false") || !strings.Contains(first, why) {
+		t.Fatalf("first log line %q; want a warning that restores will not be detected, and why", first)
 	}
 }
 
@@ -441,9 +585,8 @@ func TestIntegrationKmsgBump(t *testing.T) {
 		testdevice.LogMalformed(t)
 	}
 	eventually.True(t, "three bumps", func() bool { return status(t, dir).Generation == before+3 })
-	out := mustCtl(t, dir, "status", "--json")
-	if !strings.Contains(out, `"reason": "acpi"`) || !strings.Contains(out, testdevice.MalformedMessage) {
-		t.Fatalf("status after kernel-log bumps:\n%s", out)
+	if s := status(t, dir); s.Reason != "acpi" || s.Source.KmsgMatch != testdevice.MalformedMessage || !s.Source.DetectsRestores {
+		t.Fatalf("status after kernel-log bumps: %+v", s)
 	}
 }
 

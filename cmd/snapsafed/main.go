@@ -32,11 +32,15 @@ func run(args []string) int {
 	synthetic := fs.Bool("accept-synthetic", false, "also count root-written synthetic uevents on the VMGENID device (for tests)")
 	group := fs.String("bump-group", "", "group whose members may force bumps (besides root and CAP_CHECKPOINT_RESTORE)")
 	vmclockPath := fs.String("vmclock-path", vmclock.DefaultPath, "VMClock device for the vmclock backend")
-	kmsgMatch := fs.String("test-kmsg-match", "", "for tests only: count facility-0 kernel log records containing this text as restores, instead of the vmgenid driver's fork record")
+	// Hidden from -h: for tests only. It adds one exact kernel record
+	// (facility 0, "<LEVEL>TEXT" as dmesg -r prints it) that also counts as
+	// a restore; the vmgenid driver's fork record still counts, and
+	// nothing a process can forge matches either.
+	kmsgMatch := fs.String(testKmsgMatch, "", "for tests only: also count this kernel log record, <LEVEL>TEXT, as a restore")
 	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: snapsafed [flags]")
-		fs.PrintDefaults()
+		printFlags(fs)
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -72,7 +76,11 @@ func run(args []string) int {
 		return 1
 	}
 	defer src.Close()
-	log.Info("event source", "backend", src.Name(), "why", src.Info().Why)
+	if info := src.Info(); info.DetectsRestores {
+		log.Info("event source", "backend", src.Name(), "detects_restores", true, "why", info.Why)
+	} else {
+		log.Warn("event source: restores will not be detected", "backend", src.Name(), "detects_restores", false, "why", info.Why)
+	}
 	p, err := provider.New(provider.Config{Dir: *dir, Source: src, BumpGroup: *group, Logger: log})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "snapsafed: %v\n", err)
@@ -100,4 +108,20 @@ func run(args []string) int {
 		return 1
 	}
 	return 0
+}
+
+// testKmsgMatch is the test-only flag that -h does not list.
+const testKmsgMatch = "test-kmsg-match"
+
+// printFlags prints the defaults of fs's flags, except the test-only one.
+func printFlags(fs *flag.FlagSet) {
+	shown := flag.NewFlagSet(fs.Name(), flag.ContinueOnError)
+	shown.SetOutput(fs.Output())
+	fs.VisitAll(func(f *flag.Flag) {
+		if f.Name != testKmsgMatch {
+			shown.Var(f.Value, f.Name, f.Usage)
+			shown.Lookup(f.Name).DefValue = f.DefValue
+		}
+	})
+	shown.PrintDefaults()
 }

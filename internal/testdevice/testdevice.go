@@ -11,6 +11,7 @@ package testdevice
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -102,15 +103,76 @@ func Synthesize(t testing.TB, args ...string) string {
 	return id
 }
 
-// MalformedMessage is what the kernel logs, at facility 0, when root
-// writes a malformed synthetic uevent: a kernel-log record tests can cause
-// on demand.
-const MalformedMessage = "incorrect uevent action arguments"
+// MalformedMessage is the record the kernel logs, at facility 0, when root
+// writes a malformed synthetic uevent to the device — lib/kobject_uevent.c's
+// pr_warn("synth uevent: %s: %s\n", devpath, "incorrect uevent action
+// arguments") — written "<LEVEL>TEXT" as dmesg -r prints it, the form the
+// ACPI source's test match (snapsafed --test-kmsg-match) takes: a
+// kernel-log record tests can cause on demand, and no process can forge.
+// (The kernel then logs a second record, vmgenid's dev_err "uevent: failed
+// to send synthetic uevent: -22", which does not match.)
+const MalformedMessage = "<4>synth uevent: /devices/platform/VMGENCTR:00: incorrect uevent action arguments"
 
 // LogMalformed makes the kernel log one MalformedMessage record.
 func LogMalformed(t testing.TB) {
 	t.Helper()
 	if err := Write("change not-a-uuid extra"); err == nil {
 		t.Fatal("the kernel accepted a malformed synthetic uevent")
+	}
+}
+
+// ForgeUnprivileged plays the unprivileged attacker on the kernel log: as
+// uid 65534, in a user and mount namespace of its own, it mounts a tmpfs
+// with text as its option, and the kernel logs, at facility 0 (level 3),
+// "tmpfs: Unknown parameter '<text>'". It fails the test unless the kernel
+// logged exactly that record, so that a test using it cannot pass because
+// the attack did not happen. It needs root (to switch to uid 65534),
+// setpriv and unshare (util-linux), and unprivileged user namespaces.
+func ForgeUnprivileged(t testing.TB, text string) {
+	t.Helper()
+	RequireRoot(t, "to run the forgery as uid 65534 and read /dev/kmsg")
+	for _, tool := range []string{"setpriv", "unshare", "mount"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			Skip(t, "needs %s (util-linux) to play the unprivileged user: %v", tool, err)
+		}
+	}
+	mnt, err := os.MkdirTemp("", "snapsafe-forge-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(mnt)
+	if err := os.Chmod(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	kmsg, err := unix.Open("/dev/kmsg", unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatalf("opening /dev/kmsg: %v", err)
+	}
+	defer unix.Close(kmsg)
+	if _, err := unix.Seek(kmsg, 0, unix.SEEK_END); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+		"unshare", "--user", "--map-root-user", "--mount", "mount", "-t", "tmpfs", "-o", text, "none", mnt)
+	out, merr := cmd.CombinedOutput()
+	if merr == nil {
+		t.Fatalf("uid 65534 mounted a tmpfs with option %q; want the kernel to refuse it:\n%s", text, out)
+	}
+	want := ";tmpfs: Unknown parameter '" + text + "'\n"
+	buf := make([]byte, 8192)
+	for {
+		n, err := unix.Read(kmsg, buf)
+		if err == unix.EAGAIN {
+			t.Fatalf("the kernel logged no %q record for uid 65534's mount (%v: %s); the forgery did not happen", want[1:len(want)-1], merr, out)
+		}
+		if err == unix.EPIPE {
+			continue // records were overwritten; read on from the oldest left
+		}
+		if err != nil {
+			t.Fatalf("reading /dev/kmsg: %v", err)
+		}
+		if rec := string(buf[:n]); strings.HasPrefix(rec, "3,") && strings.HasSuffix(rec, want) {
+			return
+		}
 	}
 }

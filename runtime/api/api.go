@@ -46,8 +46,13 @@ type SourceInfo struct {
 	// Name is the backend: "manual", "acpi" or "vmclock".
 	Name string `json:"source"`
 	// Why says why --backend auto chose this source, or what the manual
-	// source does.
+	// source does; when DetectsRestores is false, it says why.
 	Why string `json:"why,omitempty"`
+	// DetectsRestores is false when the source cannot see a restore on
+	// this machine (the manual source; --backend auto falling back to it;
+	// an acpi source that follows only synthetic uevents): then the
+	// generation moves only on forced bumps (and test events).
+	DetectsRestores bool `json:"detects_restores"`
 
 	// The acpi source.
 	Kernel          string   `json:"kernel" source:"acpi"`
@@ -58,7 +63,15 @@ type SourceInfo struct {
 	Coalesced       uint64   `json:"coalesced" source:"acpi"`
 	Device          string   `json:"device,omitempty"`
 	Driver          string   `json:"driver,omitempty"`
-	KmsgMatch       string   `json:"kmsg_match,omitempty"`
+	// IgnoredSynthetic counts the synthetic uevents on the device that
+	// did not count (no --accept-synthetic).
+	IgnoredSynthetic uint64 `json:"ignored_synthetic" source:"acpi"`
+	// IgnoredImitations counts the kernel log records that hold the fork
+	// text but are not the kernel's fork record, and did not count.
+	IgnoredImitations uint64 `json:"ignored_imitations" source:"acpi"`
+	// KmsgMatch is the test-only extra kernel record that also counts
+	// (snapsafed --test-kmsg-match), as "<level>text"; "" when none.
+	KmsgMatch string `json:"kmsg_match,omitempty"`
 
 	// The vmclock source.
 	Path           string `json:"path" source:"vmclock"`
