@@ -18,7 +18,7 @@ type peer struct {
 
 	wmu      sync.Mutex    // serialises writes to conn
 	deadline time.Time     // conn's write deadline; under wmu
-	notify   chan struct{} // capacity 1: a generation event is pending
+	notify   chan struct{} // capacity 1: a bump, or a request that may mean the peer read its event
 	done     chan struct{} // closed when the peer is dropped
 
 	// Under Provider.mu.

@@ -24,7 +24,10 @@ import (
 const (
 	MaxConns          = 4096 // connected clients, watchers included
 	MaxRegionsPerConn = 16   // wipe regions one connection may hold
-	writeTimeout      = 2 * time.Second
+	// writeTimeout bounds every reply to a peer; a peer that does not
+	// take one in time is disconnected. Generation events have no
+	// deadline: they are never queued behind an unread message (notifier).
+	writeTimeout = 2 * time.Second
 )
 
 // Config configures a Provider.
@@ -73,6 +76,8 @@ type Provider struct {
 
 	gen   atomic.Uint64 // current generation; written under mu
 	ready chan struct{}
+
+	deferredEvents atomic.Uint64 // generation events deferred (notifier), for tests
 
 	mu          sync.Mutex
 	conns       map[*peer]struct{}

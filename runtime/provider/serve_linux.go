@@ -86,6 +86,12 @@ func (p *Provider) serve(c *peer) {
 			p.refuse(c, m.ID, wire.Classify(buf[:n]), err.Error())
 			return
 		}
+		// A request may mean the peer has read what was queued for it: a
+		// watcher's deferred generation event can go now (notifier).
+		select {
+		case c.notify <- struct{}{}:
+		default:
+		}
 		if !p.handle(c, m) {
 			return
 		}
