@@ -14,3 +14,6 @@ func (*Provider) accept() error { return ErrNotSupported }
 
 // sendEvent never runs here: no Provider exists.
 func (*Provider) sendEvent(*peer, uint64) eventResult { return eventFailed }
+
+// checkFDLimit never runs here: no Provider exists.
+func (*Provider) checkFDLimit() {}
