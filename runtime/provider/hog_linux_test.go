@@ -36,7 +36,11 @@ func TestMain(m *testing.M) {
 	if dir := os.Getenv(hogDirEnv); dir != "" {
 		os.Exit(runHog(dir))
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	if hogBin != "" {
+		os.RemoveAll(filepath.Dir(hogBin))
+	}
+	os.Exit(code)
 }
 
 // runHog is the hostile user. Mode conns attaches up to N clients; regions
