@@ -116,6 +116,10 @@ func (c cli) fail(err error) int {
 	// attaching name the directory instead.
 	fmt.Fprintf(c.stderr, "snapsafectl: %v\n", err)
 	switch {
+	case errors.Is(err, client.ErrRefused):
+		// A provider runs, but its bounds on clients refused this one:
+		// an error (1), not "no provider" (6).
+		return exitError
 	case errors.Is(err, client.ErrNoProvider), errors.Is(err, client.ErrProviderGone):
 		return exitNoProvider
 	case errors.Is(err, client.ErrNotPermitted):

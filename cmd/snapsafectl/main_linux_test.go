@@ -145,6 +145,7 @@ type statusJSON struct {
 	Epoch       string `json:"epoch"`
 	ProviderPID int    `json:"provider_pid"`
 	Waiting     int    `json:"waiting"`
+	Refused     uint64 `json:"refused"`
 	Reason      string `json:"reason"`
 	Source      struct {
 		Why               string `json:"why"`
@@ -304,6 +305,63 @@ func TestIntegrationCLIContract(t *testing.T) {
 	startProvider(t, dir)
 	if g := status(t, dir).Generation; g <= afterClean {
 		t.Fatalf("generation %d after kill -9 and restart, was %d", g, afterClean)
+	}
+}
+
+// TestIntegrationRefused: a user past its bound on connections gets the
+// provider's refusal from snapsafectl as one line and exit 1 (a provider
+// runs: not 6, "no provider"), however often it tries; root's commands keep
+// working; the provider logs one line for that user and counts every
+// refusal.
+func TestIntegrationRefused(t *testing.T) {
+	testdevice.RequireRoot(t, "to run snapsafectl as another user")
+	dir := stateDir(t)
+	p := startProvider(t, dir, "--max-clients", "8", "--max-clients-per-uid", "2", "--reserved-clients", "2")
+	nobody := &syscall.Credential{Uid: 65534, Gid: 65534}
+	// A watcher of uid 65534 holds both its connections (attach and watch).
+	w := exec.Command(filepath.Join(bin, "snapsafectl"), "--dir", dir, "watch", "--ack")
+	w.SysProcAttr = &syscall.SysProcAttr{Credential: nobody}
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Process.Kill(); w.Wait() })
+	eventually.True(t, "uid 65534's watcher", func() bool { return status(t, dir).Watchers == 1 })
+
+	for _, cmd := range [][]string{{"status"}, {"wait"}, {"watch"}, {"status", "--json"}} {
+		out, errs, code := ctlAs(t, nobody, dir, cmd...)
+		if code != 1 || out != "" || strings.Count(errs, "\n") != 1 ||
+			!strings.Contains(errs, "refused the connection: uid 65534 already holds its maximum of 2 connections") || !strings.Contains(errs, "--max-clients-per-uid") {
+			t.Fatalf("snapsafectl %v as uid 65534 past its bound: exit %d, stdout %q, stderr %q; want 1 and the provider's reason in one line", cmd, code, out, errs)
+		}
+	}
+	if s := status(t, dir); s.Refused != 4 {
+		t.Fatalf("status refused = %d, want 4", s.Refused)
+	}
+	// Root is not bound by uid 65534's share.
+	mustCtl(t, dir, "bump")
+	if _, errs, code := ctl(t, dir, "wait", "--timeout", "10s"); code != 0 {
+		t.Fatalf("root's wait after uid 65534's watcher acked: exit %d: %s", code, errs)
+	}
+	if n := strings.Count(p.log.String(), "refusing a client"); n != 1 {
+		t.Fatalf("%d refusal lines in the provider's log for 4 refusals of one user, want 1:\n%s", n, p.log)
+	}
+}
+
+// TestDaemonBoundFlags: bounds that cannot work are usage errors (exit 2)
+// naming the flag, before snapsafed touches anything.
+func TestDaemonBoundFlags(t *testing.T) {
+	dir := stateDir(t)
+	for _, args := range [][]string{
+		{"--max-clients", "0"},
+		{"--max-clients-per-uid", "-1"},
+		{"--max-region-bytes-per-uid", "0"},
+		{"--max-clients", "8", "--reserved-clients", "8"},
+	} {
+		cmd := exec.Command(filepath.Join(bin, "snapsafed"), append([]string{"--dir", dir, "--backend", "manual"}, args...)...)
+		out, _ := cmd.CombinedOutput()
+		if code := cmd.ProcessState.ExitCode(); code != 2 || !strings.Contains(string(out), args[len(args)-2]) || strings.Count(string(out), "\n") != 1 {
+			t.Errorf("snapsafed %v: exit %d, output %q; want 2 and one line naming %s", args, code, out, args[len(args)-2])
+		}
 	}
 }
 

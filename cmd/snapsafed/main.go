@@ -25,6 +25,13 @@ func main() {
 	os.Exit(run(os.Args[1:]))
 }
 
+// isSet reports whether the flag name was given on the command line.
+func isSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
 func run(args []string) int {
 	fs := flag.NewFlagSet("snapsafed", flag.ContinueOnError)
 	dir := fs.String("dir", "", "state directory (default $SNAPSAFE_DIR, /run/snapsafe for root, else $XDG_RUNTIME_DIR/snapsafe)")
@@ -38,6 +45,10 @@ func run(args []string) int {
 	// nothing a process can forge matches either.
 	kmsgMatch := fs.String(testKmsgMatch, "", "for tests only: also count this kernel log record, <LEVEL>TEXT, as a restore")
 	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	maxClients := fs.Int("max-clients", provider.DefaultMaxClients, "connections of all users together")
+	maxPerUID := fs.Int("max-clients-per-uid", provider.DefaultMaxClientsPerUID, "connections of one user other than root and the provider's")
+	reserved := fs.Int("reserved-clients", provider.DefaultReservedClients, "connections only root and the provider's user may take (at most a quarter of --max-clients by default)")
+	regionPerUID := fs.Int("max-region-bytes-per-uid", provider.DefaultMaxRegionBytesPerUID, "wipe-region bytes of one user other than root and the provider's")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: snapsafed [flags]")
 		printFlags(fs)
@@ -63,6 +74,19 @@ func run(args []string) int {
 		fmt.Fprintf(os.Stderr, "snapsafed: bad --log-level %q: use debug, info, warn or error\n", *level)
 		return 2
 	}
+	for _, b := range []struct {
+		name string
+		v    int
+	}{{"max-clients", *maxClients}, {"max-clients-per-uid", *maxPerUID}, {"reserved-clients", *reserved}, {"max-region-bytes-per-uid", *regionPerUID}} {
+		if b.v < 1 {
+			fmt.Fprintf(os.Stderr, "snapsafed: --%s %d: must be at least 1\n", b.name, b.v)
+			return 2
+		}
+	}
+	if isSet(fs, "reserved-clients") && *reserved >= *maxClients {
+		fmt.Fprintf(os.Stderr, "snapsafed: --reserved-clients %d: must be less than --max-clients (%d)\n", *reserved, *maxClients)
+		return 2
+	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 
 	src, err := backend.Select(*source, backend.Options{
@@ -81,7 +105,17 @@ func run(args []string) int {
 	} else {
 		log.Warn("event source: restores will not be detected", "backend", src.Name(), "detects_restores", false, "why", info.Why)
 	}
-	p, err := provider.New(provider.Config{Dir: *dir, Source: src, BumpGroup: *group, Logger: log})
+	cfg := provider.Config{Dir: *dir, Source: src, BumpGroup: *group, Logger: log,
+		MaxClients: *maxClients, MaxClientsPerUID: *maxPerUID, MaxRegionBytesPerUID: *regionPerUID}
+	if isSet(fs, "reserved-clients") {
+		// Unset, the reserve follows --max-clients (a quarter of it at most).
+		cfg.ReservedClients = *reserved
+	}
+	p, err := provider.New(cfg)
+	if errors.Is(err, provider.ErrInvalid) {
+		fmt.Fprintf(os.Stderr, "snapsafed: %v\n", err)
+		return 2
+	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "snapsafed: %v\n", err)
 		return 1

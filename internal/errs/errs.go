@@ -19,6 +19,9 @@ var (
 	ErrProviderRunning = errors.New("another provider is running on this state directory")
 	// ErrProviderGone: the connection to the provider was lost.
 	ErrProviderGone = errors.New("connection to the snapsafe provider lost")
+	// ErrRefused: the provider refused the connection (a bound on its
+	// clients was reached); the error carries the provider's reason.
+	ErrRefused = errors.New("the snapsafe provider refused the connection")
 	// ErrNotPermitted: the request needs privilege the caller lacks.
 	ErrNotPermitted = errors.New("not permitted")
 	// ErrBadAck: an acknowledgement named a generation other than the

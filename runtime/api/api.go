@@ -22,6 +22,7 @@ type Status struct {
 	Outdated    int        `json:"outdated"`
 	Waiting     int        `json:"waiting"`
 	Clients     int        `json:"clients"`
+	Refused     uint64     `json:"refused"` // connections refused (bounds on clients) since the start
 	Regions     int        `json:"regions"`
 	RegionBytes int        `json:"region_bytes"`
 	Bumps       uint64     `json:"bumps"`

@@ -10,7 +10,9 @@ import (
 
 // Attach maps the generation page of the provider on dir (DefaultDir() when
 // empty) and connects to its control socket. It fails with an error
-// matching ErrNoProvider when no provider runs there.
+// matching ErrNoProvider when no provider runs there, and with one matching
+// ErrRefused (carrying the provider's reason) when the provider refuses the
+// connection because a bound on its clients was reached.
 func Attach(dir string) (*Client, error) {
 	if dir == "" {
 		dir = DefaultDir()
@@ -18,6 +20,10 @@ func Attach(dir string) (*Client, error) {
 	ctl, err := dialCtl(dir, nil, nil)
 	if err != nil {
 		return nil, err
+	}
+	if err := ctl.admitted(); err != nil {
+		ctl.close()
+		return nil, fmt.Errorf("attaching to %s: %w", dir, err)
 	}
 	page, err := shm.MapPage(filepath.Join(dir, statedir.PageFile))
 	if err != nil {

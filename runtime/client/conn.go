@@ -63,8 +63,18 @@ func dialCtl(dir string, onEvent func(uint64), onClose func()) (*ctlConn, error)
 func (c *ctlConn) read() {
 	buf := make([]byte, wire.MaxMessage)
 	oob := make([]byte, wire.OOBSpace(4))
+	admitted := false // a reply arrived: the provider accepted this connection
+	reset := false
 	for {
 		m, file, n, err := wire.Read(c.uc, buf, oob)
+		if err != nil && errors.Is(err, syscall.ECONNRESET) && !reset {
+			// The provider closed the connection before reading what we
+			// sent (it refused us, or dropped us): the kernel reports that
+			// once, and what the provider sent before closing is still
+			// queued behind it.
+			reset = true
+			continue
+		}
 		if err == nil && n == 0 || err != nil && !errors.Is(err, wire.ErrMalformed) {
 			c.fail(ErrProviderGone)
 			return
@@ -82,6 +92,21 @@ func (c *ctlConn) read() {
 			}
 			continue
 		}
+		if m.Type == wire.Error && m.ID == 0 {
+			// Not a reply to a call (ids start at 1): the provider is
+			// closing the connection. Before any reply, that is its
+			// refusal to admit us, with the reason (docs/ABI.md §3.6).
+			if file != nil {
+				file.Close()
+			}
+			if admitted {
+				c.fail(fmt.Errorf("%w: %w", ErrProviderGone, wire.DecodeError(m)))
+			} else {
+				c.fail(fmt.Errorf("%w: %w", ErrRefused, wire.DecodeError(m)))
+			}
+			return
+		}
+		admitted = true
 		// Copy the payload: buf is reused for the next message.
 		m.Payload = append([]byte(nil), m.Payload...)
 		c.mu.Lock()
@@ -121,6 +146,27 @@ func (c *ctlConn) error() error {
 
 func (c *ctlConn) close() { c.fail(fmt.Errorf("%w: closed by the client", ErrProviderGone)) }
 
+// admissionTimeout bounds Attach's wait for the provider's first answer.
+const admissionTimeout = 5 * time.Second
+
+// admitted makes one round trip, so that a connection the provider refused
+// fails at once with an error matching ErrRefused, rather than on its
+// first real request or silently. The request is an ack of generation 0
+// on a connection that is not a watcher: a no-op that every provider
+// answers with code 6 and that changes nothing (docs/ABI.md §3.6).
+func (c *ctlConn) admitted() error {
+	ctx, cancel := context.WithTimeout(context.Background(), admissionTimeout)
+	defer cancel()
+	_, err := c.call(ctx, wire.Ack, wire.U64(0))
+	switch {
+	case err == nil, errors.Is(err, ErrNotWatcher):
+		return nil
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("%w: the provider did not answer within %v (is it stopped?)", ErrProviderGone, admissionTimeout)
+	}
+	return err
+}
+
 // start registers a call and sends its request.
 func (c *ctlConn) start(t wire.Type, payload []byte) (uint32, chan reply, error) {
 	ch := make(chan reply, 1)
@@ -135,9 +181,28 @@ func (c *ctlConn) start(t wire.Type, payload []byte) (uint32, chan reply, error)
 	c.mu.Unlock()
 	if _, err := c.uc.Write(wire.Encode(t, id, payload)); err != nil {
 		c.forget(id)
-		return 0, nil, fmt.Errorf("%w: %v", ErrProviderGone, err)
+		return 0, nil, c.writeFailed(err)
 	}
 	return id, ch, nil
+}
+
+// writeGrace bounds how long a failed write waits for the reader to say why
+// the connection ended.
+const writeGrace = time.Second
+
+// writeFailed returns the error for a request that could not be sent. A
+// provider that refused the connection has closed it, so the write fails
+// (EPIPE) while the refusal is still queued for the reader: wait for the
+// reader to take it, so that the caller learns why.
+func (c *ctlConn) writeFailed(err error) error {
+	t := time.NewTimer(writeGrace)
+	defer t.Stop()
+	select {
+	case <-c.done:
+		return c.error()
+	case <-t.C:
+	}
+	return fmt.Errorf("%w: %v", ErrProviderGone, err)
 }
 
 func (c *ctlConn) forget(id uint32) {

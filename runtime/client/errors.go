@@ -14,6 +14,11 @@ var (
 	ErrNoProvider = errs.ErrNoProvider
 	// ErrProviderGone: the connection to the provider was lost.
 	ErrProviderGone = errs.ErrProviderGone
+	// ErrRefused: the provider refused the connection, because a bound on
+	// its clients was reached (too many connections of this uid, or of all
+	// users); the error carries the provider's reason. It does not match
+	// ErrProviderGone: the provider runs, and may admit a later connection.
+	ErrRefused = errs.ErrRefused
 	// ErrNotPermitted: the request needs privilege the caller lacks.
 	ErrNotPermitted = errs.ErrNotPermitted
 	// ErrBadAck: an acknowledgement named a generation other than the

@@ -34,6 +34,10 @@ func New(cfg Config) (*Provider, error) {
 	if p.dir == "" {
 		p.dir = DefaultDir()
 	}
+	var err error
+	if p.bounds, err = newBounds(cfg); err != nil {
+		return nil, err
+	}
 	if p.log == nil {
 		p.log = slog.Default()
 	}
@@ -58,7 +62,6 @@ func New(cfg Config) (*Provider, error) {
 	if err := os.MkdirAll(p.dir, 0o755); err != nil {
 		return nil, fmt.Errorf("creating state directory: %w", err)
 	}
-	var err error
 	if p.lock, err = lockDir(p.dir); err != nil {
 		return nil, err
 	}

@@ -15,10 +15,13 @@ type peer struct {
 	uid    uint32
 	pid    int32
 	mayBmp bool // decided at connect time from the peer's credentials
+	// reserved: the peer is root or the provider's user, bounded only by
+	// the global bounds and entitled to the reserve (bounds.go).
+	reserved bool
 
 	wmu      sync.Mutex    // serialises writes to conn
 	deadline time.Time     // conn's write deadline; under wmu
-	notify   chan struct{} // capacity 1: a generation event is pending
+	notify   chan struct{} // capacity 1: a bump, or a request that may mean the peer read its event
 	done     chan struct{} // closed when the peer is dropped
 
 	// Under Provider.mu.
@@ -45,10 +48,13 @@ func (p *Provider) drop(c *peer) {
 			p.checkWaitsLocked()
 		}
 	}
+	held := 0
 	for _, r := range c.regions {
-		p.regionBytes -= len(r.Bytes())
+		held += len(r.Bytes())
 		r.Close()
 	}
+	p.regionBytes -= held
+	p.ledger.removeConn(c, held)
 	c.regions = nil
 	p.mu.Unlock()
 	close(c.done)

@@ -19,14 +19,6 @@ import (
 	"github.com/snapsafe/snapsafe/shm"
 )
 
-// Provider bounds. They keep one peer from exhausting the provider's
-// descriptors or memory.
-const (
-	MaxConns          = 4096 // connected clients, watchers included
-	MaxRegionsPerConn = 16   // wipe regions one connection may hold
-	writeTimeout      = 2 * time.Second
-)
-
 // Config configures a Provider.
 type Config struct {
 	// Dir is the state directory; DefaultDir() when empty.
@@ -40,6 +32,17 @@ type Config struct {
 	BumpGroup string
 	// Logger receives the provider's logs; slog.Default() when nil.
 	Logger *slog.Logger
+
+	// Bounds on what connected clients hold (see bounds.go); zero means
+	// the default. Root and the provider's own user are bounded only by
+	// MaxClients and MaxRegionBytes; everyone else also per uid, and all of
+	// them together to MaxClients-ReservedClients connections and three
+	// quarters of MaxRegionBytes, so that root is never locked out.
+	MaxClients           int // all connections (DefaultMaxClients)
+	MaxClientsPerUID     int // connections of one uid (DefaultMaxClientsPerUID)
+	ReservedClients      int // kept for root and the provider's user (DefaultReservedClients)
+	MaxRegionBytes       int // wipe-region bytes of all (shm.MaxRegionBytes, also the most allowed)
+	MaxRegionBytesPerUID int // wipe-region bytes of one uid (DefaultMaxRegionBytesPerUID)
 }
 
 // Provider publishes the generation and coordinates clients.
@@ -56,7 +59,10 @@ type Config struct {
 //     channel closes in drop; counted in wg;
 //   - one short-lived sender per ended orchestrator wait (so that a slow peer
 //     never holds mu): started by endWaitLocked, ends when its one write
-//     completes or times out; counted in wg.
+//     completes or times out; counted in wg;
+//   - the refusal log's timer, while a window of refused clients is open:
+//     started by noteRefusalLocked, stopped (or waited for) by shutdown;
+//     counted in wg.
 //
 // shutdown closes the listener, drops every peer and waits for wg.
 type Provider struct {
@@ -74,8 +80,14 @@ type Provider struct {
 	gen   atomic.Uint64 // current generation; written under mu
 	ready chan struct{}
 
+	deferredEvents atomic.Uint64 // generation events deferred (notifier), for tests
+
+	bounds bounds
+
 	mu          sync.Mutex
 	conns       map[*peer]struct{}
+	ledger      ledger // what each uid holds
+	refusals    refusalLog
 	watchers    int // peers that are watchers
 	outdated    int // watchers whose ack is older than gen
 	regionBytes int
@@ -111,6 +123,7 @@ func (p *Provider) Run(ctx context.Context) error {
 	}
 	close(p.ready)
 	p.log.Info("provider ready", "dir", p.dir, "generation", p.Generation(), "backend", p.backend.String(), "prior", prior)
+	p.checkFDLimit()
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -157,7 +170,11 @@ func (p *Provider) shutdown() {
 	for c := range p.conns {
 		conns = append(conns, c)
 	}
+	window, other, flush := p.stopRefusalsLocked()
 	p.mu.Unlock()
+	if flush {
+		p.logRefusalSummary(window, other, p.refusalEvery())
+	}
 	if p.ln != nil {
 		p.ln.Close()
 	}

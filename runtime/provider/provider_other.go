@@ -11,3 +11,9 @@ func New(cfg Config) (*Provider, error) {
 
 // accept never runs here: New always fails, so no Provider exists.
 func (*Provider) accept() error { return ErrNotSupported }
+
+// sendEvent never runs here: no Provider exists.
+func (*Provider) sendEvent(*peer, uint64) eventResult { return eventFailed }
+
+// checkFDLimit never runs here: no Provider exists.
+func (*Provider) checkFDLimit() {}

@@ -15,6 +15,16 @@ func (p *Provider) newRegion(c *peer, size uint32) (*os.File, wire.Code, string)
 	if size == 0 || size > shm.MaxRegionSize {
 		return nil, wire.CodeInvalid, fmt.Sprintf("wipe region of %d bytes refused: ask for 1 to %d bytes", size, shm.MaxRegionSize)
 	}
+	// Refuse before making the memfd, so that a peer at its bound asking in
+	// a loop costs no allocations; checked again below, under the lock that
+	// takes the bytes.
+	page := os.Getpagesize()
+	p.mu.Lock()
+	text := p.regionLimitLocked(c, (int(size)+page-1)/page*page)
+	p.mu.Unlock()
+	if text != "" {
+		return nil, wire.CodeLimit, text
+	}
 	r, err := shm.NewRegion(int(size))
 	if err != nil {
 		p.log.Error("creating wipe region", "err", err)
@@ -23,13 +33,9 @@ func (p *Provider) newRegion(c *peer, size uint32) (*os.File, wire.Code, string)
 	n := len(r.Bytes())
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	switch {
-	case len(c.regions) >= MaxRegionsPerConn:
+	if text := p.regionLimitLocked(c, n); text != "" {
 		r.Close()
-		return nil, wire.CodeLimit, fmt.Sprintf("wipe region refused: a connection may hold at most %d", MaxRegionsPerConn)
-	case p.regionBytes+n > shm.MaxRegionBytes:
-		r.Close()
-		return nil, wire.CodeLimit, fmt.Sprintf("wipe region refused: the provider holds its maximum of %d bytes of regions", shm.MaxRegionBytes)
+		return nil, wire.CodeLimit, text
 	}
 	if _, ok := p.conns[c]; !ok {
 		r.Close()
@@ -43,5 +49,6 @@ func (p *Provider) newRegion(c *peer, size uint32) (*os.File, wire.Code, string)
 	}
 	c.regions = append(c.regions, r)
 	p.regionBytes += n
+	p.ledger.addRegion(c, n)
 	return f, 0, ""
 }

@@ -32,39 +32,57 @@ func (p *Provider) accept() error {
 		}
 		c, err := p.admit(conn)
 		if err != nil {
-			p.log.Warn("refusing a client", "err", err)
+			// Refused: the peer gets the reason as an error with id 0, its
+			// first and only message (docs/ABI.md §3.6).
 			_, _ = conn.Write(wire.EncodeError(0, wire.CodeLimit, err.Error()))
 			conn.Close()
 			continue
 		}
-		p.wg.Add(1)
 		go p.serve(c)
 	}
 }
 
-// admit reads the peer's credentials and registers it.
+// admit reads the peer's credentials and registers it within the bounds.
+// A refusal is counted, and logged at most as often as the refusal log
+// allows, so that a client reconnecting in a loop cannot flood the log.
 func (p *Provider) admit(conn *net.UnixConn) (*peer, error) {
+	uid, pid := uint32(unknownUID), int32(0)
 	cred, err := peerCred(conn)
+	if err == nil {
+		uid, pid = cred.Uid, cred.Pid
+	}
+	p.mu.Lock()
+	switch {
+	case err != nil:
+	case p.closed:
+		err = errors.New("the provider is shutting down: try again once it is back")
+	default:
+		err = p.admitLocked(uid)
+	}
 	if err != nil {
+		logIt := p.noteRefusalLocked(uid)
+		p.mu.Unlock()
+		if logIt {
+			p.log.Warn("refusing a client", "uid", uid, "pid", pid, "err", err,
+				"note", "further refusals are summarised at most every "+p.refusalEvery().String())
+		}
 		return nil, err
 	}
 	c := &peer{
-		conn:   conn,
-		uid:    cred.Uid,
-		pid:    cred.Pid,
-		mayBmp: p.mayBump(conn, cred),
-		notify: make(chan struct{}, 1),
-		done:   make(chan struct{}),
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
-		return nil, errors.New("provider is shutting down")
-	}
-	if len(p.conns) >= MaxConns {
-		return nil, fmt.Errorf("too many clients (at most %d)", MaxConns)
+		conn:     conn,
+		uid:      uid,
+		pid:      pid,
+		reserved: p.bounds.mayReserve(uid),
+		notify:   make(chan struct{}, 1),
+		done:     make(chan struct{}),
 	}
 	p.conns[c] = struct{}{}
+	p.ledger.addConn(c)
+	p.wg.Add(1) // for serve; under mu, so never after shutdown's Wait began
+	p.mu.Unlock()
+	// Privileges are read only for admitted peers (a refused one costs no
+	// /proc read), before serve starts: nothing else reads mayBmp.
+	c.mayBmp = p.mayBump(conn, cred)
 	return c, nil
 }
 
@@ -86,6 +104,12 @@ func (p *Provider) serve(c *peer) {
 			code, id := wire.Classify(buf[:n])
 			p.refuse(c, id, code, err.Error())
 			return
+		}
+		// A request may mean the peer has read what was queued for it: a
+		// watcher's deferred generation event can go now (notifier).
+		select {
+		case c.notify <- struct{}{}:
+		default:
 		}
 		if !p.handle(c, m) {
 			return

@@ -18,6 +18,7 @@ func (p *Provider) Status() api.Status {
 		Watchers:    p.watchers,
 		Outdated:    p.outdated,
 		Clients:     len(p.conns),
+		Refused:     p.refusals.total,
 		RegionBytes: p.regionBytes,
 		Bumps:       p.bumps,
 		Backend:     p.backend.String(),
