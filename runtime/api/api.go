@@ -17,9 +17,17 @@ import (
 // Status is the provider's state and counters, as the status request returns
 // it.
 type Status struct {
-	Generation  uint64     `json:"generation"`
-	Watchers    int        `json:"watchers"`
-	Outdated    int        `json:"outdated"`
+	Generation uint64 `json:"generation"`
+	// Watchers counts every watcher, tracked or not; Outdated the tracked
+	// ones (and restore hooks) that have not acknowledged the current
+	// generation: what holds up an orchestrator wait.
+	Watchers int `json:"watchers"`
+	Outdated int `json:"outdated"`
+	// WatcherList describes every watcher (docs/ABI.md §3.1), Hooks every
+	// restore hook. The control protocol carries them in a memfd of their
+	// own (request 0x0a), not in the status reply.
+	WatcherList []Watcher  `json:"watcher_list"`
+	Hooks       []Hook     `json:"hooks"`
 	Waiting     int        `json:"waiting"`
 	Clients     int        `json:"clients"`
 	Refused     uint64     `json:"refused"` // connections refused (bounds on clients) since the start
@@ -161,4 +169,34 @@ type VMGenIDDevice struct {
 	// Driver is the name of the bound driver ("vmgenid"), or "" when none
 	// is bound.
 	Driver string `json:"driver"`
+}
+
+// Watcher is one watcher as status reports it.
+type Watcher struct {
+	PID   int32  `json:"pid"`
+	UID   uint32 `json:"uid"`
+	Comm  string `json:"comm"`  // the command name, from /proc/<pid>/status
+	Label string `json:"label"` // what the watcher called itself (watch --label)
+	// Acked is the generation it last acknowledged (or was up to date
+	// with when it registered).
+	Acked uint64 `json:"acked"`
+	// Outdated: it has not acknowledged the current generation.
+	Outdated bool `json:"outdated"`
+	// Tracked: it holds up orchestrator waits while outdated
+	// (snapsafed --track-group decides who is).
+	Tracked bool `json:"tracked"`
+	// Expected: a watcher of the previous provider that has not
+	// re-registered yet (it still counts while its process lives).
+	Expected bool `json:"expected,omitempty"`
+}
+
+// Hook is one restore hook (snapsafed --hooks-dir) as status reports it.
+type Hook struct {
+	Name string `json:"name"`
+	// State is "ok" (it handled the current generation), "pending",
+	// "running", "failed" or "refused" (never run: see Reason).
+	State  string `json:"state"`
+	Reason string `json:"reason,omitempty"`
+	// Acked is the generation whose run exited 0 last.
+	Acked uint64 `json:"acked"`
 }

@@ -33,12 +33,37 @@ func peerCred(conn *net.UnixConn) (*unix.Ucred, error) {
 // Linux gives checkpoint/restore tools, the natural holders of this right.
 const capCheckpointRestore = 40
 
+// procInfo is what the provider reads of a peer process from
+// /proc/<pid>/status.
+type procInfo struct {
+	comm   string   // the command name (Name:), at most 15 bytes
+	capEff uint64   // effective capabilities
+	groups []uint32 // supplementary groups
+}
+
+// readProc reads the peer's /proc/<pid>/status. A pid can name another
+// process once the peer has exited, so the peer's pidfd (held from before
+// the read) is checked after it: if the process it names is still there,
+// the status read was its own; if not, readProc fails.
+func readProc(conn *net.UnixConn, pid int32) (procInfo, error) {
+	pidfd := peerPidfd(conn, pid)
+	if pidfd >= 0 {
+		defer unix.Close(pidfd)
+	}
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return procInfo{}, err
+	}
+	if pidfd >= 0 && errors.Is(unix.PidfdSendSignal(pidfd, 0, nil, 0), unix.ESRCH) {
+		return procInfo{}, fmt.Errorf("peer %d exited before its status was read", pid)
+	}
+	return parseProcStatus(string(st)), nil
+}
+
 // mayBump decides whether a peer may force bumps: root, the provider's own
 // user, a holder of CAP_CHECKPOINT_RESTORE, or a member of the bump group.
-// Capabilities and supplementary groups are read from /proc/<pid>/status
-// when the peer is admitted. A pid can name another process once the peer
-// has exited, so the peer's pidfd is checked after the read: if the
-// process it names is still there, the status read was its own.
+// Capabilities and supplementary groups are read (readProc) when the peer
+// is admitted.
 func (p *Provider) mayBump(conn *net.UnixConn, cred *unix.Ucred) bool {
 	if cred.Uid == 0 || cred.Uid == uint32(os.Geteuid()) {
 		return true
@@ -46,23 +71,24 @@ func (p *Provider) mayBump(conn *net.UnixConn, cred *unix.Ucred) bool {
 	if p.bumpGID >= 0 && cred.Gid == uint32(p.bumpGID) {
 		return true
 	}
-	pidfd := peerPidfd(conn, cred.Pid)
-	if pidfd >= 0 {
-		defer unix.Close(pidfd)
-	}
-	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", cred.Pid))
+	info, err := readProc(conn, cred.Pid)
 	if err != nil {
 		return false
 	}
-	if pidfd >= 0 && errors.Is(unix.PidfdSendSignal(pidfd, 0, nil, 0), unix.ESRCH) {
-		return false // the peer is gone: the status may have been another process's
+	return info.capEff&(1<<capCheckpointRestore) != 0 || inGroup(p.bumpGID, cred.Gid, info.groups)
+}
+
+// inGroup reports whether gid (-1: no group) is the primary group or one of
+// the supplementary groups.
+func inGroup(gid int, primary uint32, groups []uint32) bool {
+	if gid < 0 {
+		return false
 	}
-	capEff, groups := parseProcStatus(string(st))
-	if capEff&(1<<capCheckpointRestore) != 0 {
+	if primary == uint32(gid) {
 		return true
 	}
 	for _, g := range groups {
-		if p.bumpGID >= 0 && g == uint32(p.bumpGID) {
+		if g == uint32(gid) {
 			return true
 		}
 	}
@@ -93,25 +119,29 @@ func peerPidfd(conn *net.UnixConn, pid int32) int {
 	return fd
 }
 
-// parseProcStatus extracts the effective capabilities and the supplementary
-// groups from the text of /proc/<pid>/status.
-func parseProcStatus(s string) (capEff uint64, groups []uint32) {
+// parseProcStatus extracts the command name, the effective capabilities
+// and the supplementary groups from the text of /proc/<pid>/status.
+func parseProcStatus(s string) procInfo {
+	var info procInfo
 	for _, line := range strings.Split(s, "\n") {
 		key, val, ok := strings.Cut(line, ":")
 		if !ok {
 			continue
 		}
-		val = strings.TrimSpace(val)
 		switch key {
+		case "Name":
+			// The name is the rest of the line after the tab, escaped by
+			// the kernel (a newline in it reads as \n), so it is one line.
+			info.comm = strings.TrimPrefix(val, "\t")
 		case "CapEff":
-			capEff, _ = strconv.ParseUint(val, 16, 64)
+			info.capEff, _ = strconv.ParseUint(strings.TrimSpace(val), 16, 64)
 		case "Groups":
 			for _, f := range strings.Fields(val) {
 				if g, err := strconv.ParseUint(f, 10, 32); err == nil {
-					groups = append(groups, uint32(g))
+					info.groups = append(info.groups, uint32(g))
 				}
 			}
 		}
 	}
-	return capEff, groups
+	return info
 }

@@ -604,13 +604,16 @@ func countFDs(t testing.TB) int {
 }
 
 func TestParseProcStatus(t *testing.T) {
-	const st = "Name:\tbash\nUid:\t1000\t1000\t1000\t1000\nGroups:\t4 24 27 1000 \nCapInh:\t0000000000000000\nCapEff:\t0000010000000000\n"
-	capEff, groups := parseProcStatus(st)
-	if capEff != 1<<capCheckpointRestore {
-		t.Fatalf("CapEff = %#x", capEff)
+	const st = "Name:\tmy daemon\nUid:\t1000\t1000\t1000\t1000\nGroups:\t4 24 27 1000 \nCapInh:\t0000000000000000\nCapEff:\t0000010000000000\n"
+	info := parseProcStatus(st)
+	if info.capEff != 1<<capCheckpointRestore {
+		t.Fatalf("CapEff = %#x", info.capEff)
 	}
-	if !slices.Equal(groups, []uint32{4, 24, 27, 1000}) {
-		t.Fatalf("groups = %v", groups)
+	if !slices.Equal(info.groups, []uint32{4, 24, 27, 1000}) {
+		t.Fatalf("groups = %v", info.groups)
+	}
+	if info.comm != "my daemon" {
+		t.Fatalf("comm = %q, want the Name line's text after the tab", info.comm)
 	}
 }
 

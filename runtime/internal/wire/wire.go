@@ -30,13 +30,15 @@ type Type uint8
 // request's with the high bit set.
 const (
 	Status  Type = 0x01 // no payload → StatusOK
-	Watch   Type = 0x02 // no payload → WatchOK
+	Watch   Type = 0x02 // none, or uint64 last generation handled + label (≤ MaxLabel bytes) → WatchOK
 	Ack     Type = 0x03 // uint64 generation → AckOK
 	Wait    Type = 0x04 // uint64 generation the caller saw, 0 = current → WaitDone
 	Cancel  Type = 0x05 // no payload: ends the connection's wait with WaitCancelled
 	Bump    Type = 0x06 // uint64 minimum → BumpOK
 	Region  Type = 0x07 // uint32 size → RegionOK + memfd (SCM_RIGHTS)
 	VMClock Type = 0x08 // no payload → VMClockOK + the VMClock device (SCM_RIGHTS)
+	// 0x09 is the generation page's memfd.
+	Lists Type = 0x0a // no payload → ListsOK + a sealed memfd holding the watcher and hook lists (JSON)
 
 	ReplyBit  Type = 0x80
 	StatusOK       = Status | ReplyBit  // JSON object (Status)
@@ -46,6 +48,7 @@ const (
 	BumpOK         = Bump | ReplyBit    // uint64 new generation
 	RegionOK       = Region | ReplyBit  // uint32 size of the region
 	VMClockOK      = VMClock | ReplyBit // no payload
+	ListsOK        = Lists | ReplyBit   // uint32 length of the JSON in the memfd
 
 	// msgGeneration is sent unsolicited to watchers (id 0) when the
 	// generation changes: uint64 new generation.
@@ -109,21 +112,30 @@ func Decode(b []byte) (Message, error) {
 	if !ok {
 		return m, fmt.Errorf("%w: unknown message type %#x", ErrMalformed, uint8(m.Type))
 	}
-	switch {
-	case want >= 0 && len(m.Payload) != want:
-		return m, fmt.Errorf("%w: type %#x carries %d payload bytes, want %d", ErrMalformed, uint8(m.Type), len(m.Payload), want)
-	case want < 0 && len(m.Payload) < -want:
-		return m, fmt.Errorf("%w: type %#x carries %d payload bytes, want at least %d", ErrMalformed, uint8(m.Type), len(m.Payload), -want)
+	if n := len(m.Payload); n < want.min || n > want.max {
+		if want.min == want.max {
+			return m, fmt.Errorf("%w: type %#x carries %d payload bytes, want %d", ErrMalformed, uint8(m.Type), n, want.min)
+		}
+		return m, fmt.Errorf("%w: type %#x carries %d payload bytes, want %d to %d", ErrMalformed, uint8(m.Type), n, want.min, want.max)
 	}
 	return m, nil
 }
 
-// payloadSize is the exact payload size of each type, or minus the minimum
-// size for variable-length payloads.
-var payloadSize = map[Type]int{
-	Status: 0, Watch: 0, Ack: 8, Wait: 8, Cancel: 0, Bump: 8, Region: 4, VMClock: 0,
-	StatusOK: -2, WatchOK: 8, AckOK: 8, WaitDone: 16, BumpOK: 8, RegionOK: 4, VMClockOK: 0,
-	Generation: 8, Error: -4,
+// MaxLabel bounds a watcher's label.
+const MaxLabel = 64
+
+// size is the range of payload lengths a type may carry.
+type size struct{ min, max int }
+
+func exactly(n int) size { return size{n, n} }
+
+// payloadSize is the payload length each type may carry.
+var payloadSize = map[Type]size{
+	Status: exactly(0), Watch: {0, 8 + MaxLabel}, Ack: exactly(8), Wait: exactly(8), Cancel: exactly(0),
+	Bump: exactly(8), Region: exactly(4), VMClock: exactly(0), Lists: exactly(0),
+	StatusOK: {2, MaxMessage}, WatchOK: exactly(8), AckOK: exactly(8), WaitDone: exactly(16), BumpOK: exactly(8),
+	RegionOK: exactly(4), VMClockOK: exactly(0), ListsOK: exactly(4),
+	Generation: exactly(8), Error: {4, MaxMessage},
 }
 
 // encode builds a datagram.
