@@ -246,7 +246,8 @@ func (c cli) wait(args []string) int {
 	return c.attached(timeout, func(ctx context.Context, cl *client.Client) int {
 		if err := cl.Wait(ctx); err != nil {
 			if errors.Is(err, context.DeadlineExceeded) {
-				fmt.Fprintf(c.stderr, "snapsafectl wait: timed out after %v: some watchers have not acknowledged the current generation (see snapsafectl status)\n", timeout)
+				fmt.Fprintf(c.stderr, "snapsafectl wait: timed out after %v: these have not acknowledged the current generation:\n", timeout)
+				c.printOutdated(cl)
 				return exitTimeout
 			}
 			return c.fail(err)
@@ -255,16 +256,48 @@ func (c cli) wait(args []string) int {
 	})
 }
 
+// printOutdated names, one line each on stderr, the tracked watchers and
+// hooks that hold up the wait, so the operator knows whom to look at.
+func (c cli) printOutdated(cl *client.Client) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	s, err := cl.Status(ctx)
+	if err != nil {
+		fmt.Fprintf(c.stderr, "  (could not list them: %v)\n", err)
+		return
+	}
+	for _, w := range s.WatcherList {
+		if w.Outdated && w.Tracked {
+			fmt.Fprintf(c.stderr, "  watcher %s pid %d (%s, uid %d), acked generation %d of %d\n",
+				labelOr(w.Label), w.PID, w.Comm, w.UID, w.Acked, s.Generation)
+		}
+	}
+	for _, h := range s.Hooks {
+		if h.State != "ok" && h.State != "refused" {
+			fmt.Fprintf(c.stderr, "  hook:%s %s %s\n", h.Name, h.State, h.Reason)
+		}
+	}
+}
+
+func labelOr(l string) string {
+	if l == "" {
+		return "(no label)"
+	}
+	return l
+}
+
 func (c cli) watch(args []string) int {
 	var (
 		ack     bool
 		command string
+		label   string
 		count   int
 		timeout time.Duration
 	)
 	if code, ok := c.flags("watch", args, func(fs *flag.FlagSet) {
 		fs.BoolVar(&ack, "ack", false, "acknowledge each generation (after CMD succeeded, with --exec)")
 		fs.StringVar(&command, "exec", "", "run CMD with sh -c on each new generation, with SNAPSAFE_GENERATION set")
+		fs.StringVar(&label, "label", "", "name this watcher in status and in wait's report (at most 64 bytes)")
 		fs.IntVar(&count, "count", 0, "exit 0 after K generations (0: no limit)")
 		fs.DurationVar(&timeout, "timeout", 0, "exit 3 after D unless --count was reached (0: no limit)")
 	}); !ok {
@@ -275,40 +308,60 @@ func (c cli) watch(args []string) int {
 		return exitUsage
 	}
 	return c.attached(timeout, func(ctx context.Context, cl *client.Client) int {
-		return c.watchLoop(ctx, cl, ack, command, count, timeout)
+		return c.watchLoop(ctx, cl, watchArgs{ack, command, label, count, timeout})
 	})
 }
 
-func (c cli) watchLoop(ctx context.Context, cl *client.Client, ack bool, command string, count int, timeout time.Duration) int {
-	w, err := cl.Watch(ctx)
+// watchArgs are watch's flags.
+type watchArgs struct {
+	ack     bool
+	command string
+	label   string
+	count   int
+	timeout time.Duration
+}
+
+// watchLoop prints each new generation, runs --exec and acks. It exits 1
+// at the end if any run of the command failed.
+func (c cli) watchLoop(ctx context.Context, cl *client.Client, a watchArgs) int {
+	w, err := cl.Watch(ctx, client.WithLabel(a.label))
 	if err != nil {
 		return c.fail(err)
 	}
 	defer w.Close()
-	for n := 0; count == 0 || n < count; n++ {
+	failed := false
+	end := func(code int) int {
+		if failed && code == exitOK {
+			fmt.Fprintln(c.stderr, "snapsafectl watch: some runs of --exec failed (see above)")
+			return exitError
+		}
+		return code
+	}
+	for n := 0; a.count == 0 || n < a.count; n++ {
 		gen, err := w.Next(ctx)
 		if err != nil {
 			switch {
 			case errors.Is(err, context.DeadlineExceeded):
-				fmt.Fprintf(c.stderr, "snapsafectl watch: timed out after %v\n", timeout)
+				fmt.Fprintf(c.stderr, "snapsafectl watch: timed out after %v\n", a.timeout)
 				return exitTimeout
 			case errors.Is(err, context.Canceled):
-				return exitOK // interrupted by a signal
+				return end(exitOK) // interrupted by a signal
 			}
 			return c.fail(err)
 		}
 		fmt.Fprintln(c.stdout, gen)
-		if command != "" && !c.runHook(ctx, command, gen) {
+		if a.command != "" && !c.runHook(ctx, a.command, gen) {
+			failed = true
 			continue // not acknowledged: the watcher stays outdated
 		}
-		if ack {
+		if a.ack {
 			if err := w.Ack(ctx, gen); err != nil && !errors.Is(err, client.ErrBadAck) {
 				return c.fail(err)
 			}
 			// ErrBadAck: a newer generation arrived meanwhile; Next returns it.
 		}
 	}
-	return exitOK
+	return end(exitOK)
 }
 
 // runHook runs the --exec command for gen and reports whether it succeeded.

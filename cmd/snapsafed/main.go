@@ -38,6 +38,7 @@ func run(args []string) int {
 	source := fs.String("backend", "auto", "event source: auto, acpi, vmclock or manual")
 	synthetic := fs.Bool("accept-synthetic", false, "also count root-written synthetic uevents on the VMGENID device (for tests)")
 	group := fs.String("bump-group", "", "group whose members may force bumps (besides root and CAP_CHECKPOINT_RESTORE)")
+	trackGroup := fs.String("track-group", "", "only root, the provider's user and members of this group are tracked watchers (hold up waits); default: every watcher")
 	vmclockPath := fs.String("vmclock-path", vmclock.DefaultPath, "VMClock device for the vmclock backend")
 	// Hidden from -h: for tests only. It adds one exact kernel record
 	// (facility 0, "<LEVEL>TEXT" as dmesg -r prints it) that also counts as
@@ -105,7 +106,7 @@ func run(args []string) int {
 	} else {
 		log.Warn("event source: restores will not be detected", "backend", src.Name(), "detects_restores", false, "why", info.Why)
 	}
-	cfg := provider.Config{Dir: *dir, Source: src, BumpGroup: *group, Logger: log,
+	cfg := provider.Config{Dir: *dir, Source: src, BumpGroup: *group, TrackGroup: *trackGroup, Logger: log,
 		MaxClients: *maxClients, MaxClientsPerUID: *maxPerUID, MaxRegionBytesPerUID: *regionPerUID}
 	if isSet(fs, "reserved-clients") {
 		// Unset, the reserve follows --max-clients (a quarter of it at most).

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"sync"
 
 	"github.com/snapsafe/snapsafe/backend/vmclock"
@@ -52,6 +53,22 @@ func (c *Client) Status(ctx context.Context) (Status, error) {
 	}
 	if err := json.Unmarshal(r.m.Payload, &s); err != nil {
 		return s, fmt.Errorf("status: decoding the provider's reply: %w", err)
+	}
+	// The lists do not fit in one message: they come in a memfd.
+	r, err = c.ctl.call(ctx, wire.Lists, nil)
+	if err != nil {
+		return s, fmt.Errorf("status: watcher list: %w", err)
+	}
+	if r.file == nil {
+		return s, fmt.Errorf("status: watcher list: the provider sent no descriptor")
+	}
+	defer r.file.Close()
+	b, err := io.ReadAll(io.NewSectionReader(r.file, 0, int64(r.m.U32())))
+	if err != nil {
+		return s, fmt.Errorf("status: reading the watcher list: %w", err)
+	}
+	if err := json.Unmarshal(b, &s); err != nil {
+		return s, fmt.Errorf("status: decoding the watcher list: %w", err)
 	}
 	return s, nil
 }

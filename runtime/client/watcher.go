@@ -8,16 +8,35 @@ import (
 	"github.com/snapsafe/snapsafe/runtime/internal/wire"
 )
 
+// WatchOption configures a watcher.
+type WatchOption func(*watchConfig)
+
+type watchConfig struct {
+	label string
+}
+
+// WithLabel names the watcher: status lists it under this label, and a wait
+// that times out names it (snapsafectl watch --label). At most 64 bytes of
+// printable UTF-8.
+func WithLabel(label string) WatchOption { return func(c *watchConfig) { c.label = label } }
+
 // Watch registers a new watcher on its own connection. The watcher is up to
 // date with the generation current when Watch returns.
-func (c *Client) Watch(ctx context.Context) (*Watcher, error) {
+func (c *Client) Watch(ctx context.Context, opts ...WatchOption) (*Watcher, error) {
+	var cfg watchConfig
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if len(cfg.label) > wire.MaxLabel {
+		return nil, fmt.Errorf("watch: label of %d bytes: at most %d", len(cfg.label), wire.MaxLabel)
+	}
 	w := &Watcher{wake: make(chan struct{}, 1)}
 	var err error
 	w.ctl, err = dialCtl(c.dir, w.announce, w.gone)
 	if err != nil {
 		return nil, err
 	}
-	r, err := w.ctl.call(ctx, wire.Watch, nil)
+	r, err := w.ctl.call(ctx, wire.Watch, wire.EncodeWatch(0, cfg.label))
 	if err != nil {
 		w.Close()
 		return nil, fmt.Errorf("watch: %w", err)

@@ -84,7 +84,7 @@ func (p *Provider) Bump(reason shm.Reason, floor uint64) (uint64, error) {
 	}, p.wipeLocked)
 	p.gen.Store(next)
 	p.bumps++
-	p.outdated = p.watchers
+	p.outdated = p.tracked
 	for c := range p.conns {
 		if c.watcher {
 			select {

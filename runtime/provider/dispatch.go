@@ -27,8 +27,24 @@ func (p *Provider) handle(c *peer, m wire.Message) bool {
 			return fail(wire.CodeInternal, "encoding status: "+err.Error())
 		}
 		return reply(wire.StatusOK, b)
+	case wire.Lists:
+		b, err := json.Marshal(p.lists())
+		if err != nil {
+			return fail(wire.CodeInternal, "encoding lists: "+err.Error())
+		}
+		f, err := shm.SealedFile("snapsafe-lists", b)
+		if err != nil {
+			p.log.Error("passing the watcher list", "err", err)
+			return fail(wire.CodeInternal, "could not pass the watcher list: see the provider's log")
+		}
+		defer f.Close()
+		return p.send(c, wire.Encode(wire.ListsOK, m.ID, wire.U32(uint32(len(b)))), wire.Rights(f))
 	case wire.Watch:
-		return reply(wire.WatchOK, wire.U64(p.watch(c)))
+		seen, label, err := wire.DecodeWatch(m)
+		if err != nil {
+			return fail(wire.CodeInvalid, err.Error())
+		}
+		return reply(wire.WatchOK, wire.U64(p.watch(c, seen, label)))
 	case wire.Ack:
 		if code, text := p.ack(c, m.U64()); code != 0 {
 			return fail(code, text)

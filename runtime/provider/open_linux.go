@@ -23,13 +23,14 @@ import (
 // Run to start it and Close to release everything.
 func New(cfg Config) (*Provider, error) {
 	p := &Provider{
-		dir:     cfg.Dir,
-		log:     cfg.Logger,
-		source:  cfg.Source,
-		bumpGID: -1,
-		started: time.Now(),
-		ready:   make(chan struct{}),
-		conns:   make(map[*peer]struct{}),
+		dir:      cfg.Dir,
+		log:      cfg.Logger,
+		source:   cfg.Source,
+		bumpGID:  -1,
+		trackGID: -1,
+		started:  time.Now(),
+		ready:    make(chan struct{}),
+		conns:    make(map[*peer]struct{}),
 	}
 	if p.dir == "" {
 		p.dir = DefaultDir()
@@ -51,6 +52,12 @@ func New(cfg Config) (*Provider, error) {
 		}
 		if p.bumpGID, err = strconv.Atoi(g.Gid); err != nil {
 			return nil, fmt.Errorf("bump group %s has gid %q: %w", cfg.BumpGroup, g.Gid, err)
+		}
+	}
+	if cfg.TrackGroup != "" {
+		var err error
+		if p.trackGID, err = lookupGID(cfg.TrackGroup, "--track-group"); err != nil {
+			return nil, err
 		}
 	}
 	b, ok := shm.ParseBackend(p.source.Name())

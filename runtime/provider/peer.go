@@ -13,6 +13,7 @@ import (
 type peer struct {
 	conn   *net.UnixConn
 	uid    uint32
+	gid    uint32
 	pid    int32
 	mayBmp bool // decided at connect time from the peer's credentials
 	// reserved: the peer is root or the provider's user, bounded only by
@@ -26,6 +27,9 @@ type peer struct {
 
 	// Under Provider.mu.
 	watcher bool
+	tracked bool   // a watcher that holds up waits while outdated
+	comm    string // the watcher's command name (readProc)
+	label   string // the watcher's own name for itself
 	acked   uint64
 	waitID  uint32
 	waiting bool
@@ -43,7 +47,10 @@ func (p *Provider) drop(c *peer) {
 	delete(p.conns, c)
 	if c.watcher {
 		p.watchers--
-		if c.acked != p.gen.Load() {
+		if c.tracked {
+			p.tracked--
+		}
+		if c.tracked && c.acked != p.gen.Load() {
 			p.outdated--
 			p.checkWaitsLocked()
 		}

@@ -30,6 +30,11 @@ type Config struct {
 	// (in addition to root, the provider's own user and holders of
 	// CAP_CHECKPOINT_RESTORE).
 	BumpGroup string
+	// TrackGroup, when set, names a group: only root, the provider's own
+	// user and members of the group register as tracked watchers (that hold
+	// up orchestrator waits); anyone else may watch, untracked. When empty,
+	// every watcher is tracked.
+	TrackGroup string
 	// Logger receives the provider's logs; slog.Default() when nil.
 	Logger *slog.Logger
 
@@ -66,12 +71,13 @@ type Config struct {
 //
 // shutdown closes the listener, drops every peer and waits for wg.
 type Provider struct {
-	dir     string
-	log     *slog.Logger
-	source  backend.Source
-	backend shm.Backend
-	bumpGID int // -1: no bump group
-	started time.Time
+	dir      string
+	log      *slog.Logger
+	source   backend.Source
+	backend  shm.Backend
+	bumpGID  int // -1: no bump group
+	trackGID int // -1: every watcher is tracked
+	started  time.Time
 
 	page *shm.Writer
 	lock *os.File
@@ -89,6 +95,7 @@ type Provider struct {
 	ledger      ledger // what each uid holds
 	refusals    refusalLog
 	watchers    int // peers that are watchers
+	tracked     int // watchers that are tracked
 	outdated    int // watchers whose ack is older than gen
 	regionBytes int
 	bumps       uint64

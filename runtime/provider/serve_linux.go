@@ -46,10 +46,10 @@ func (p *Provider) accept() error {
 // A refusal is counted, and logged at most as often as the refusal log
 // allows, so that a client reconnecting in a loop cannot flood the log.
 func (p *Provider) admit(conn *net.UnixConn) (*peer, error) {
-	uid, pid := uint32(unknownUID), int32(0)
+	uid, gid, pid := uint32(unknownUID), uint32(unknownUID), int32(0)
 	cred, err := peerCred(conn)
 	if err == nil {
-		uid, pid = cred.Uid, cred.Pid
+		uid, gid, pid = cred.Uid, cred.Gid, cred.Pid
 	}
 	p.mu.Lock()
 	switch {
@@ -71,6 +71,7 @@ func (p *Provider) admit(conn *net.UnixConn) (*peer, error) {
 	c := &peer{
 		conn:     conn,
 		uid:      uid,
+		gid:      gid,
 		pid:      pid,
 		reserved: p.bounds.mayReserve(uid),
 		notify:   make(chan struct{}, 1),

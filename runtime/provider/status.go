@@ -41,3 +41,12 @@ func (p *Provider) Status() api.Status {
 	}
 	return s
 }
+
+// StatusWithLists is Status with the watcher and hook lists filled in: what
+// snapsafectl status --json and the host endpoint's /v1/status show.
+func (p *Provider) StatusWithLists() api.Status {
+	s := p.Status()
+	l := p.lists()
+	s.WatcherList, s.Hooks = l.Watchers, l.Hooks
+	return s
+}

@@ -2,6 +2,7 @@ package provider
 
 import (
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/snapsafe/snapsafe/runtime/internal/wire"
@@ -31,18 +32,53 @@ func (p *Provider) checkWaitsLocked() {
 	}
 }
 
-// watch makes c a watcher, up to date with the current generation.
-func (p *Provider) watch(c *peer) uint64 {
+// watch makes c a watcher and returns the current generation. seen is the
+// last generation the watcher handled: 0 for a new watcher, which is then up
+// to date; a watcher that re-registers (with a new provider, after a
+// restart) names the one it handled last and is outdated until it acks the
+// current one — so a wait after a restart passes only once it really
+// handled the start-up generation. Its identity is read from the peer's
+// /proc status (readProc) before the lock is taken; whether it is tracked
+// follows --track-group.
+func (p *Provider) watch(c *peer, seen uint64, label string) uint64 {
+	info, err := readProc(c.conn, c.pid)
+	if err != nil {
+		info.comm = "?"
+	}
+	tracked := p.tracks(c, info)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if !c.watcher {
-		c.watcher = true
-		c.acked = p.gen.Load()
-		p.watchers++
-		p.wg.Add(1)
-		go p.notifier(c, c.acked)
+	cur := p.gen.Load()
+	c.label = label
+	if c.watcher {
+		return cur
 	}
-	return p.gen.Load()
+	c.watcher, c.tracked, c.comm = true, tracked, info.comm
+	c.acked = cur
+	if seen != 0 {
+		c.acked = seen
+	}
+	p.watchers++
+	if c.tracked {
+		p.tracked++
+		if c.acked != cur {
+			p.outdated++
+		}
+	}
+	p.wg.Add(1)
+	go p.notifier(c, cur)
+	return cur
+}
+
+// tracks decides whether a watcher holds up orchestrator waits: always
+// without --track-group; with it, only root, the provider's own user and
+// members of the group (primary or supplementary). Probe-only clients
+// never watch, so they never count.
+func (p *Provider) tracks(c *peer, info procInfo) bool {
+	if p.trackGID < 0 || c.uid == 0 || c.uid == uint32(os.Geteuid()) {
+		return true
+	}
+	return inGroup(p.trackGID, c.gid, info.groups)
 }
 
 // ack records c's acknowledgement of gen, which must be the current one.
@@ -58,7 +94,9 @@ func (p *Provider) ack(c *peer, gen uint64) (wire.Code, string) {
 	}
 	if c.acked != cur {
 		c.acked = cur
-		p.outdated--
+		if c.tracked {
+			p.outdated--
+		}
 		p.checkWaitsLocked()
 	}
 	return 0, ""
@@ -77,7 +115,7 @@ func (p *Provider) wait(c *peer, id uint32, seen uint64) (wire.Code, string) {
 	c.waiting, c.waitID = true, id
 	cur := p.gen.Load()
 	switch {
-	case seen != 0 && seen != cur, c.watcher && c.acked != cur:
+	case seen != 0 && seen != cur, c.watcher && c.tracked && c.acked != cur:
 		p.endWaitLocked(c, wire.WaitNewGeneration)
 	default:
 		p.checkWaitsLocked()

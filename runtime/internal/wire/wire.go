@@ -4,6 +4,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // The control protocol. Every message is one SOCK_SEQPACKET datagram: an
@@ -195,4 +198,30 @@ func Classify(b []byte) (Code, uint32) {
 func (t Type) IsRequest() bool {
 	_, known := payloadSize[t]
 	return known && t&ReplyBit == 0
+}
+
+// EncodeWatch builds a watch request's payload: the last generation the
+// watcher handled (0 for a new watcher) and its label.
+func EncodeWatch(seen uint64, label string) []byte {
+	if len(label) > MaxLabel {
+		label = label[:MaxLabel]
+	}
+	return append(U64(seen), label...)
+}
+
+// DecodeWatch parses a watch request's payload. An empty payload is a new
+// watcher without a label. A label must be printable UTF-8 without control
+// characters, so that it can be shown and logged as it is.
+func DecodeWatch(m Message) (seen uint64, label string, err error) {
+	switch n := len(m.Payload); {
+	case n == 0:
+		return 0, "", nil
+	case n < 8:
+		return 0, "", fmt.Errorf("watch payload of %d bytes: send none, or a u64 generation and a label", n)
+	}
+	seen, label = binary.LittleEndian.Uint64(m.Payload), string(m.Payload[8:])
+	if !utf8.ValidString(label) || strings.IndexFunc(label, func(r rune) bool { return !unicode.IsPrint(r) }) >= 0 {
+		return 0, "", fmt.Errorf("watcher label %q is not printable UTF-8: use letters, digits and punctuation", label)
+	}
+	return seen, label, nil
 }

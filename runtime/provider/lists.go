@@ -1,0 +1,42 @@
+package provider
+
+import (
+	"cmp"
+	"slices"
+
+	"github.com/snapsafe/snapsafe/runtime/api"
+)
+
+// Lists is what the lists request (0x0a) returns: the watchers and the
+// restore hooks, too many for one control message, so passed in a memfd.
+type Lists struct {
+	Watchers []api.Watcher `json:"watcher_list"`
+	Hooks    []api.Hook    `json:"hooks"`
+}
+
+// lists describes every watcher, outdated tracked ones first, then by pid.
+func (p *Provider) lists() Lists {
+	p.mu.Lock()
+	l := Lists{Watchers: make([]api.Watcher, 0, p.watchers), Hooks: []api.Hook{}}
+	cur := p.gen.Load()
+	for c := range p.conns {
+		if !c.watcher {
+			continue
+		}
+		l.Watchers = append(l.Watchers, api.Watcher{
+			PID: c.pid, UID: c.uid, Comm: c.comm, Label: c.label,
+			Acked: c.acked, Outdated: c.acked != cur, Tracked: c.tracked,
+		})
+	}
+	p.mu.Unlock()
+	slices.SortFunc(l.Watchers, func(a, b api.Watcher) int {
+		if a.Outdated && a.Tracked != (b.Outdated && b.Tracked) {
+			if a.Outdated && a.Tracked {
+				return -1
+			}
+			return 1
+		}
+		return cmp.Compare(a.PID, b.PID)
+	})
+	return l
+}
