@@ -33,7 +33,7 @@ run: build
 	./$(BIN)/snapsafed --backend auto $(ARGS)
 
 # Unit, integration and multi-process tests, under the race detector.
-test: lint
+test: lint test-install
 	$(GO) test -race -count=1 -timeout 10m $(PKGS)
 
 # The side-by-side harness: csprng against crypto/rand, math/rand/v2 and
