@@ -14,6 +14,12 @@ var (
 	ErrNoProvider = errs.ErrNoProvider
 	// ErrProviderGone: the connection to the provider was lost.
 	ErrProviderGone = errs.ErrProviderGone
+	// ErrUntrusted: the state directory, its page or its socket belongs to
+	// neither root nor the caller, may be written by group or others, or is
+	// a symbolic link, or the provider runs as neither root nor the
+	// directory's owner. The client refused to attach: such a provider could
+	// forge the generation or read the client's wipe regions.
+	ErrUntrusted = errs.ErrUntrusted
 	// ErrNotPermitted: the request needs privilege the caller lacks.
 	ErrNotPermitted = errs.ErrNotPermitted
 	// ErrBadAck: an acknowledgement named a generation other than the
