@@ -11,3 +11,6 @@ func New(cfg Config) (*Provider, error) {
 
 // accept never runs here: New always fails, so no Provider exists.
 func (*Provider) accept() error { return ErrNotSupported }
+
+// closeListener never runs here either.
+func (*Provider) closeListener() {}
