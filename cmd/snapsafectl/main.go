@@ -116,6 +116,8 @@ func (c cli) fail(err error) int {
 	// attaching name the directory instead.
 	fmt.Fprintf(c.stderr, "snapsafectl: %v\n", err)
 	switch {
+	case errors.Is(err, client.ErrUntrusted):
+		return exitError // someone else's directory or provider: never "no provider"
 	case errors.Is(err, client.ErrNoProvider), errors.Is(err, client.ErrProviderGone):
 		return exitNoProvider
 	case errors.Is(err, client.ErrNotPermitted):
