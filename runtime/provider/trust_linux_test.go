@@ -79,9 +79,12 @@ func TestNewRefusesForeignDir(t *testing.T) {
 	if out, err := mkdir.CombinedOutput(); err != nil {
 		t.Fatalf("mkdir as uid 65534: %v: %s", err, out)
 	}
-	_, err := newProvider(dir)
-	wantRefused(t, err, dir, "uid 65534", "0755")
+	p, err := newProvider(dir)
+	if err == nil {
+		p.Close()
+	}
 	wantEmpty(t, dir)
+	wantRefused(t, err, dir, "uid 65534", "0755")
 }
 
 // TestNewRefusesWritableDir: a directory that group or others may write,
@@ -95,9 +98,12 @@ func TestNewRefusesWritableDir(t *testing.T) {
 		if err := syscall.Chmod(dir, mode); err != nil {
 			t.Fatal(err)
 		}
-		_, err := newProvider(dir)
-		wantRefused(t, err, dir, "mode", "chmod go-w")
+		p, err := newProvider(dir)
+		if err == nil {
+			p.Close()
+		}
 		wantEmpty(t, dir)
+		wantRefused(t, err, dir, "mode", "chmod go-w")
 	}
 }
 
@@ -114,10 +120,13 @@ func TestNewRefusesSymlinkedDir(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, dir := range []string{link, link + "/"} {
-		_, err := newProvider(dir)
+		p, err := newProvider(dir)
+		if err == nil {
+			p.Close()
+		}
+		wantEmpty(t, target)
 		wantRefused(t, err, link, "symbolic link")
 	}
-	wantEmpty(t, target)
 	// A dangling link is not followed to create the directory either.
 	dangling := filepath.Join(root, "dangling")
 	if err := os.Symlink(filepath.Join(root, "created-through-link"), dangling); err != nil {
@@ -162,24 +171,24 @@ func TestNewRefusesPlantedLinks(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				p, err := newProvider(dir)
-				if err == nil {
+				p, newErr := newProvider(dir)
+				if newErr == nil {
 					p.Close()
 				}
-				wantRefused(t, err, planted)
 				fi, err := os.Stat(victim)
-				if kind == "dangling symlink" {
+				switch {
+				case kind == "dangling symlink":
 					if !errors.Is(err, os.ErrNotExist) {
 						t.Fatalf("the provider created %s through the link: %v", victim, err)
 					}
-					return
-				}
-				if err != nil {
+				case err != nil:
 					t.Fatal(err)
+				default:
+					if got, _ := os.ReadFile(victim); string(got) != precious || fi.Mode().Perm() != 0o600 {
+						t.Fatalf("the link's target now has mode %v and %d bytes: written through the link", fi.Mode().Perm(), len(got))
+					}
 				}
-				if got, _ := os.ReadFile(victim); string(got) != precious || fi.Mode().Perm() != 0o600 {
-					t.Fatalf("the link's target now has mode %v and %d bytes: written through the link", fi.Mode().Perm(), len(got))
-				}
+				wantRefused(t, newErr, planted)
 			})
 		}
 	}

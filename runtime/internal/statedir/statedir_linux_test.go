@@ -10,8 +10,10 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/snapsafe/snapsafe/internal/errs"
+	"github.com/snapsafe/snapsafe/internal/eventually"
 	"github.com/snapsafe/snapsafe/internal/testdevice"
 	"github.com/snapsafe/snapsafe/internal/testprovider"
 	"github.com/snapsafe/snapsafe/runtime/internal/statedir"
@@ -204,9 +206,18 @@ func TestOpenPageRefuses(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer d.Close()
-			f, err := d.OpenPage()
-			if err == nil {
-				f.Close()
+			opened := make(chan error, 1)
+			go func() {
+				f, err := d.OpenPage()
+				if err == nil {
+					f.Close()
+				}
+				opened <- err
+			}()
+			select {
+			case err = <-opened:
+			case <-time.After(eventually.Timeout):
+				t.Fatalf("OpenPage hung for %v on a planted %s", eventually.Timeout, tc.name)
 			}
 			wantUntrusted(t, err, append([]string{page}, tc.words...)...)
 		})
