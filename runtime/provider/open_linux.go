@@ -96,7 +96,7 @@ func lockDir(sd *statedir.Dir) (*os.File, error) {
 		return nil, fmt.Errorf("opening lock file: %w", err)
 	}
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		f.Close()
+		defer f.Close()
 		if errors.Is(err, unix.EWOULDBLOCK) {
 			pid := make([]byte, 32)
 			n, _ := f.ReadAt(pid, 0)

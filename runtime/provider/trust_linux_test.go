@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -212,5 +213,17 @@ func TestNewCreatesAndCleansUp(t *testing.T) {
 	tp.stop()
 	if _, err := os.Lstat(filepath.Join(dir, statedir.SocketFile)); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("control socket after stop: %v, want it removed", err)
+	}
+}
+
+// TestSecondProviderNamesFirst: the lock, now opened through the
+// directory's descriptor, still tells a second provider the first one's
+// pid.
+func TestSecondProviderNamesFirst(t *testing.T) {
+	dir := t.TempDir()
+	startProvider(t, dir)
+	_, err := newProvider(dir)
+	if !errors.Is(err, ErrProviderRunning) || !strings.Contains(err.Error(), "(pid "+strconv.Itoa(os.Getpid())+")") {
+		t.Fatalf("second provider: %v, want ErrProviderRunning naming pid %d", err, os.Getpid())
 	}
 }
