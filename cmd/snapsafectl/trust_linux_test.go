@@ -212,4 +212,23 @@ func TestIntegrationPerUserTempDir(t *testing.T) {
 	if s.ProviderPID != p.Process.Pid {
 		t.Fatalf("default status reached pid %d, want the user's own provider %d", s.ProviderPID, p.Process.Pid)
 	}
+
+	// A restart reuses the page, which is 0444 and so not writable even
+	// for its owner until the provider makes it so for the moment of the
+	// open (through the directory's descriptor).
+	p.Process.Signal(syscall.SIGTERM)
+	if err := p.Wait(); err != nil {
+		t.Fatalf("the user's provider exited with %v", err)
+	}
+	startAs(t, victim, env, dir)
+	out, errs, code = runAs(t, victim, env, "snapsafectl", "status", "--json")
+	if code != 0 {
+		t.Fatalf("default status after the restart exited %d: %s", code, errs)
+	}
+	if err := json.Unmarshal([]byte(out), &s); err != nil {
+		t.Fatal(err)
+	}
+	if s.Generation != 2 {
+		t.Fatalf("generation %d after the restart, want 2: the page was not reused", s.Generation)
+	}
 }
