@@ -232,3 +232,18 @@ func TestIntegrationPerUserTempDir(t *testing.T) {
 		t.Fatalf("generation %d after the restart, want 2: the page was not reused", s.Generation)
 	}
 }
+
+// TestIntegrationTraverseOnlyDir: a client needs only search permission on
+// the state directory, as before the trust checks: root may make its
+// directory 0711.
+func TestIntegrationTraverseOnlyDir(t *testing.T) {
+	testdevice.RequireRoot(t, "to run snapsafectl as uid 65534")
+	dir := stateDir(t)
+	startProvider(t, dir)
+	if err := os.Chmod(dir, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	if _, errs, code := ctlAs(t, attacker, dir, "status"); code != 0 {
+		t.Fatalf("status as uid 65534 on a 0711 directory exited %d: %s", code, errs)
+	}
+}

@@ -34,7 +34,9 @@ func Create(path string) (*Dir, error) {
 		return nil, fmt.Errorf("creating state directory %s: %w", path, err)
 	}
 	created := err == nil
-	d, err := Open(path)
+	// Opened for reading, not O_PATH as for a client: Fchmod below needs
+	// a real descriptor, and the provider can read its own directory.
+	d, err := open(path, unix.O_RDONLY)
 	if err != nil {
 		return nil, err
 	}
@@ -62,9 +64,15 @@ func Create(path string) (*Dir, error) {
 // in the components above it are followed; what is opened is the directory
 // they lead to, checked as above, and later opens go through its
 // descriptor.
-func Open(path string) (*Dir, error) {
+//
+// The descriptor is O_PATH: a client needs only search permission on the
+// directory (a root provider's directory may be 0711), which is what
+// openat and fstatat through it check.
+func Open(path string) (*Dir, error) { return open(path, unix.O_PATH) }
+
+func open(path string, how int) (*Dir, error) {
 	path = filepath.Clean(path)
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	fd, err := unix.Open(path, how|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		if isSymlink(path) {
 			return nil, fmt.Errorf("%w: %s is a symbolic link; snapsafe follows none: use the directory it points to, if you trust it, or remove the link", ErrUntrusted, path)
@@ -78,6 +86,11 @@ func Open(path string) (*Dir, error) {
 	}
 	mode := st.Mode & 0o7777
 	switch {
+	case st.Mode&unix.S_IFMT != unix.S_IFDIR:
+		// O_DIRECTORY makes this impossible; checked all the same, since
+		// O_PATH|O_NOFOLLOW alone would open a symbolic link itself.
+		unix.Close(fd)
+		return nil, fmt.Errorf("%w: %s is not a directory (mode %#o)", ErrUntrusted, path, st.Mode)
 	case !trustedUID(st.Uid):
 		unix.Close(fd)
 		return nil, fmt.Errorf("%w: %s is owned by uid %d (mode %04o), but snapsafe uses only a directory owned by %s: have it removed, or use another --dir / SNAPSAFE_DIR",
