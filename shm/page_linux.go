@@ -71,12 +71,19 @@ func OpenWriter(path string) (*Writer, error) {
 		return nil, fmt.Errorf("opening generation page for writing: %w", err)
 	}
 	defer f.Close()
+	return OpenWriterFile(f)
+}
+
+// OpenWriterFile is OpenWriter for a page file the caller opened read-write
+// (a provider opens it relative to its checked state directory). f may be
+// closed afterwards.
+func OpenWriterFile(f *os.File) (*Writer, error) {
 	fi, err := f.Stat()
 	if err != nil {
 		return nil, fmt.Errorf("checking generation page: %w", err)
 	}
 	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%w: %s is not a regular file: remove it", ErrBadPage, path)
+		return nil, fmt.Errorf("%w: %s is not a regular file: remove it", ErrBadPage, f.Name())
 	}
 	if err := f.Chmod(0o444); err != nil {
 		return nil, fmt.Errorf("setting generation page mode: %w", err)

@@ -26,5 +26,10 @@ func OpenWriter(path string) (*Writer, error) {
 	return nil, fmt.Errorf("opening generation page: %w", ErrNotSupported)
 }
 
+// OpenWriterFile is not supported on this system.
+func OpenWriterFile(f *os.File) (*Writer, error) {
+	return nil, fmt.Errorf("opening generation page: %w", ErrNotSupported)
+}
+
 // Monotonic returns 0 on this system.
 func Monotonic() time.Duration { return 0 }

@@ -120,6 +120,8 @@ func (c cli) fail(err error) int {
 		// A provider runs, but its bounds on clients refused this one:
 		// an error (1), not "no provider" (6).
 		return exitError
+	case errors.Is(err, client.ErrUntrusted):
+		return exitError // someone else's directory or provider: never "no provider"
 	case errors.Is(err, client.ErrNoProvider), errors.Is(err, client.ErrProviderGone):
 		return exitNoProvider
 	case errors.Is(err, client.ErrNotPermitted):

@@ -17,6 +17,11 @@ var (
 	ErrNoProvider = errors.New("no snapsafe provider running")
 	// ErrProviderRunning: another provider holds the state directory.
 	ErrProviderRunning = errors.New("another provider is running on this state directory")
+	// ErrUntrusted: a state directory, a file in it or the provider serving
+	// it belongs to someone who could forge the generation or read the
+	// wipe regions (another user, or anyone at all when group or others may
+	// write it), or is a symbolic link.
+	ErrUntrusted = errors.New("untrusted state directory")
 	// ErrProviderGone: the connection to the provider was lost.
 	ErrProviderGone = errors.New("connection to the snapsafe provider lost")
 	// ErrRefused: the provider refused the connection (a bound on its

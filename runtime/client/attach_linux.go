@@ -2,7 +2,6 @@ package client
 
 import (
 	"fmt"
-	"path/filepath"
 
 	"github.com/snapsafe/snapsafe/runtime/internal/statedir"
 	"github.com/snapsafe/snapsafe/shm"
@@ -11,21 +10,39 @@ import (
 // Attach maps the generation page of the provider on dir (DefaultDir() when
 // empty) and connects to its control socket. It fails with an error
 // matching ErrNoProvider when no provider runs there, and with one matching
-// ErrRefused (carrying the provider's reason) when the provider refuses the
-// connection because a bound on its clients was reached.
+// ErrUntrusted when the directory, its page or its socket belongs to
+// neither root nor the caller, may be written by group or others, or is a
+// symbolic link, or when the provider runs as neither root nor the
+// directory's owner; and with one matching ErrRefused (carrying the
+// provider's reason) when the provider refuses the connection because a
+// bound on its clients was reached.
 func Attach(dir string) (*Client, error) {
 	if dir == "" {
 		dir = DefaultDir()
 	}
-	ctl, err := dialCtl(dir, nil, nil)
+	sd, err := statedir.Open(dir)
 	if err != nil {
-		return nil, err
+		return nil, dialError(dir, err)
 	}
+	defer sd.Close()
+	uc, err := sd.Dial()
+	if err != nil {
+		return nil, dialError(dir, err)
+	}
+	ctl := newCtlConn(uc, nil, nil)
 	if err := ctl.admitted(); err != nil {
 		ctl.close()
 		return nil, fmt.Errorf("attaching to %s: %w", dir, err)
 	}
-	page, err := shm.MapPage(filepath.Join(dir, statedir.PageFile))
+	// The page is mapped through a descriptor opened relative to the
+	// checked directory, and checked itself, before it is mapped.
+	f, err := sd.OpenPage()
+	if err != nil {
+		ctl.close()
+		return nil, fmt.Errorf("attaching to %s: %w", dir, err)
+	}
+	defer f.Close() // the mapping outlives the descriptor
+	page, err := shm.MapPageFile(f)
 	if err != nil {
 		ctl.close()
 		return nil, fmt.Errorf("attaching to %s: %w", dir, err)

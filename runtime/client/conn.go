@@ -11,7 +11,6 @@ import (
 	"io/fs"
 	"net"
 	"os"
-	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
@@ -40,15 +39,26 @@ type reply struct {
 	file *os.File // a descriptor passed with the reply, if any
 }
 
+// dialCtl connects to the provider on dir: statedir.Dial checks the
+// directory, the socket and the provider's uid first.
 func dialCtl(dir string, onEvent func(uint64), onClose func()) (*ctlConn, error) {
-	path := filepath.Join(dir, statedir.SocketFile)
-	uc, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: path, Net: "unixpacket"})
+	uc, err := statedir.Dial(dir)
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) {
-			return nil, fmt.Errorf("%w on %s: start snapsafed, or point --dir / SNAPSAFE_DIR at its state directory", ErrNoProvider, dir)
-		}
-		return nil, fmt.Errorf("connecting to %s: %w", path, err)
+		return nil, dialError(dir, err)
 	}
+	return newCtlConn(uc, onEvent, onClose), nil
+}
+
+// dialError turns a missing directory or socket, or one nobody listens on,
+// into ErrNoProvider.
+func dialError(dir string, err error) error {
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("%w on %s: start snapsafed, or point --dir / SNAPSAFE_DIR at its state directory", ErrNoProvider, dir)
+	}
+	return err
+}
+
+func newCtlConn(uc *net.UnixConn, onEvent func(uint64), onClose func()) *ctlConn {
 	c := &ctlConn{
 		uc:      uc,
 		onEvent: onEvent,
@@ -57,7 +67,7 @@ func dialCtl(dir string, onEvent func(uint64), onClose func()) (*ctlConn, error)
 		done:    make(chan struct{}),
 	}
 	go c.read()
-	return c, nil
+	return c
 }
 
 func (c *ctlConn) read() {

@@ -25,5 +25,6 @@ const SystemDir = statedir.SystemDir
 // DefaultDir returns the state directory a client attaches to when none is
 // given: $SNAPSAFE_DIR; else, for a non-root user who runs a provider of
 // their own, that user's directory; else SystemDir, where a system-wide
-// provider serves every user.
+// provider serves every user. The user's directory counts only if it is
+// the user's own and no one else may write it (see Attach).
 func DefaultDir() string { return statedir.ClientDir() }

@@ -19,6 +19,12 @@ var (
 	// users); the error carries the provider's reason. It does not match
 	// ErrProviderGone: the provider runs, and may admit a later connection.
 	ErrRefused = errs.ErrRefused
+	// ErrUntrusted: the state directory, its page or its socket belongs to
+	// neither root nor the caller, may be written by group or others, or is
+	// a symbolic link, or the provider runs as neither root nor the
+	// directory's owner. The client refused to attach: such a provider could
+	// forge the generation or read the client's wipe regions.
+	ErrUntrusted = errs.ErrUntrusted
 	// ErrNotPermitted: the request needs privilege the caller lacks.
 	ErrNotPermitted = errs.ErrNotPermitted
 	// ErrBadAck: an acknowledgement named a generation other than the

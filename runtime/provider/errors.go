@@ -13,6 +13,10 @@ var (
 	ErrProviderRunning = errs.ErrProviderRunning
 	// ErrInvalid: an argument is out of range (a forced bump's floor).
 	ErrInvalid = errs.ErrInvalid
+	// ErrUntrusted: the state directory, or a file in it, is not the
+	// provider's own (or root's), may be written by group or others, or is
+	// a symbolic link; the provider refuses to use it.
+	ErrUntrusted = errs.ErrUntrusted
 )
 
 // DefaultDir returns the state directory a provider uses when none is

@@ -4,10 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"os/user"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -65,41 +63,57 @@ func New(cfg Config) (*Provider, error) {
 		return nil, fmt.Errorf("unknown backend %q", p.source.Name())
 	}
 	p.backend = b
-	// 0755: any local user may reach the page and the socket.
-	if err := os.MkdirAll(p.dir, 0o755); err != nil {
-		return nil, fmt.Errorf("creating state directory: %w", err)
-	}
-	if p.lock, err = lockDir(p.dir); err != nil {
+	// The directory is opened once and checked (it must be ours or root's,
+	// and nobody else may write it); the lock, the page and the socket are
+	// then made relative to that descriptor, never through a symbolic link.
+	sd, err := statedir.Create(p.dir)
+	if err != nil {
 		return nil, err
 	}
-	if p.page, err = shm.OpenWriter(filepath.Join(p.dir, statedir.PageFile)); err != nil {
+	if p.lock, err = lockDir(sd); err != nil {
+		sd.Close()
+		return nil, err
+	}
+	if p.page, err = openPage(sd); err != nil {
 		p.lock.Close()
+		sd.Close()
 		return nil, err
 	}
-	if p.ln, err = listen(filepath.Join(p.dir, statedir.SocketFile)); err != nil {
+	if p.ln, err = sd.Listen(); err != nil {
 		p.page.Close()
 		p.lock.Close()
+		sd.Close()
 		return nil, err
 	}
+	p.state = sd
 	return p, nil
+}
+
+func openPage(sd *statedir.Dir) (*shm.Writer, error) {
+	f, err := sd.OpenPageWriter()
+	if err != nil {
+		return nil, fmt.Errorf("opening generation page for writing: %w", err)
+	}
+	defer f.Close() // the mapping outlives the descriptor
+	return shm.OpenWriterFile(f)
 }
 
 // lockDir takes the state directory's lock so that two providers never share
 // it. The kernel drops the lock when the process dies, so a crashed provider
 // never leaves a stale lock behind.
-func lockDir(dir string) (*os.File, error) {
-	path := filepath.Join(dir, statedir.LockFile)
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW, 0o644)
+func lockDir(sd *statedir.Dir) (*os.File, error) {
+	f, err := sd.OpenLock()
 	if err != nil {
 		return nil, fmt.Errorf("opening lock file: %w", err)
 	}
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		f.Close()
+		defer f.Close()
 		if errors.Is(err, unix.EWOULDBLOCK) {
-			pid, _ := os.ReadFile(path)
-			return nil, fmt.Errorf("%w: %s (pid %s); stop it or use another --dir", ErrProviderRunning, dir, strings.TrimSpace(string(pid)))
+			pid := make([]byte, 32)
+			n, _ := f.ReadAt(pid, 0)
+			return nil, fmt.Errorf("%w: %s (pid %s); stop it or use another --dir", ErrProviderRunning, sd.Path(), strings.TrimSpace(string(pid[:n])))
 		}
-		return nil, fmt.Errorf("locking %s: %w", path, err)
+		return nil, fmt.Errorf("locking %s: %w", f.Name(), err)
 	}
 	if err := f.Truncate(0); err == nil {
 		_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
@@ -107,19 +121,15 @@ func lockDir(dir string) (*os.File, error) {
 	return f, nil
 }
 
-// listen creates the control socket, connectable by any local user.
-func listen(path string) (*net.UnixListener, error) {
-	// We hold the directory lock, so a socket file left here is stale.
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("removing stale control socket: %w", err)
+// closeListener stops accepting clients and removes the control socket,
+// through the state directory's descriptor (never by a path that someone
+// may since have pointed elsewhere).
+func (p *Provider) closeListener() {
+	if p.ln == nil {
+		return
 	}
-	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: path, Net: "unixpacket"})
-	if err != nil {
-		return nil, fmt.Errorf("listening on control socket: %w", err)
+	p.ln.Close()
+	if err := p.state.RemoveSocket(); err != nil {
+		p.log.Warn("removing the control socket", "err", err)
 	}
-	if err := os.Chmod(path, 0o666); err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("setting control socket mode: %w", err)
-	}
-	return ln, nil
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/snapsafe/snapsafe/backend"
+	"github.com/snapsafe/snapsafe/runtime/internal/statedir"
 	"github.com/snapsafe/snapsafe/shm"
 )
 
@@ -79,9 +80,10 @@ type Provider struct {
 	trackGID int // -1: every watcher is tracked
 	started  time.Time
 
-	page *shm.Writer
-	lock *os.File
-	ln   *net.UnixListener
+	state *statedir.Dir // the checked state directory, open for its life
+	page  *shm.Writer
+	lock  *os.File
+	ln    *net.UnixListener
 
 	gen   atomic.Uint64 // current generation; written under mu
 	ready chan struct{}
@@ -182,9 +184,7 @@ func (p *Provider) shutdown() {
 	if flush {
 		p.logRefusalSummary(window, other, p.refusalEvery())
 	}
-	if p.ln != nil {
-		p.ln.Close()
-	}
+	p.closeListener()
 	for _, c := range conns {
 		p.drop(c)
 	}
@@ -197,7 +197,7 @@ func (p *Provider) shutdown() {
 func (p *Provider) Close() error {
 	p.closeOnce.Do(func() {
 		p.shutdown()
-		p.closeErr = errors.Join(p.page.Close(), p.lock.Close())
+		p.closeErr = errors.Join(p.page.Close(), p.lock.Close(), p.state.Close())
 	})
 	return p.closeErr
 }

@@ -17,3 +17,6 @@ func (*Provider) sendEvent(*peer, uint64) eventResult { return eventFailed }
 
 // checkFDLimit never runs here: no Provider exists.
 func (*Provider) checkFDLimit() {}
+
+// closeListener never runs here either.
+func (*Provider) closeListener() {}

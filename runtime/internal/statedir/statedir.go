@@ -1,5 +1,15 @@
-// Package statedir names the files of a snapsafe state directory and finds
-// the directory a provider serves or a client attaches to.
+// Package statedir names the files of a snapsafe state directory, finds
+// the directory a provider serves or a client attaches to, and opens it
+// only when it may be trusted: the one place where both sides check who
+// owns the directory, its files and the provider serving it.
+//
+// The trust rule (docs/ABI.md, section 1): a directory, and every file in
+// it, must belong to root or to the caller's own user, must not be
+// writable by group or others, and is never reached through a symbolic
+// link; a client talks only to a provider whose peer uid is root or the
+// directory's owner. Anything else could let another local user forge the
+// generation, or read the wipe regions its provider hands out and so
+// predict the client's random numbers.
 package statedir
 
 import (
@@ -43,17 +53,38 @@ func userDir() string {
 // given: $SNAPSAFE_DIR; else, for a non-root user who runs a provider of
 // their own, that user's directory; else SystemDir, where a system-wide
 // provider serves every user.
+//
+// The user's directory counts only when it passes the trust checks: a
+// directory another user planted under its name in a shared temporary
+// directory is passed over for SystemDir, so it can neither capture the
+// client nor keep it from the system-wide provider.
 func ClientDir() string {
 	if d := os.Getenv("SNAPSAFE_DIR"); d != "" {
 		return d
 	}
 	if os.Geteuid() != 0 {
-		if d := userDir(); exists(filepath.Join(d, SocketFile)) {
+		if d := userDir(); Trusted(d) == nil && exists(filepath.Join(d, SocketFile)) {
 			return d
 		}
 	}
 	return SystemDir
 }
+
+// Dir is an open state directory that passed the trust checks (Open,
+// Create). Every file in it is opened relative to the directory's
+// descriptor, never by path, so that renaming or replacing the path after
+// the check cannot redirect what is opened. Close releases it.
+type Dir struct {
+	path  string
+	fd    int
+	owner uint32
+}
+
+// Path returns the directory's path, as cleaned by Open.
+func (d *Dir) Path() string { return d.path }
+
+// Owner returns the uid that owns the directory: root or the caller.
+func (d *Dir) Owner() uint32 { return d.owner }
 
 func exists(path string) bool {
 	_, err := os.Lstat(path)
