@@ -420,8 +420,12 @@ func TestIntegrationWatchExec(t *testing.T) {
 		t.Fatalf("outdated = %d after a failed hook, want 1", s.Outdated)
 	}
 	mustCtl(t, dir, "bump") // odd: the hook succeeds and the watcher acks
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("watch --count 2: %v\n%s", err, out)
+	// One run failed: watch exits 1 once --count is reached.
+	if err := cmd.Wait(); cmd.ProcessState.ExitCode() != 1 {
+		t.Fatalf("watch --count 2 with a failed run: %v, want exit 1\n%s", err, out)
+	}
+	if !strings.Contains(out.String(), "some runs of --exec failed") {
+		t.Fatalf("the failed run is not summed up: %s", out)
 	}
 	b, _ := os.ReadFile(marks)
 	if got := strings.Fields(string(b)); len(got) != 2 || got[0] != strconv.FormatUint(next, 10) {
