@@ -2,15 +2,13 @@ package client
 
 import (
 	"fmt"
-	"path/filepath"
-
-	"github.com/snapsafe/snapsafe/runtime/internal/statedir"
-	"github.com/snapsafe/snapsafe/shm"
 )
 
-// Attach maps the generation page of the provider on dir (DefaultDir() when
-// empty) and connects to its control socket. It fails with an error
-// matching ErrNoProvider when no provider runs there.
+// Attach connects to the control socket of the provider on dir
+// (DefaultDir() when empty) and maps its generation page: the sealed memfd
+// the provider passes over the socket, never the page file, which others
+// may truncate. It fails with an error matching ErrNoProvider when no
+// provider runs there.
 func Attach(dir string) (*Client, error) {
 	if dir == "" {
 		dir = DefaultDir()
@@ -19,7 +17,7 @@ func Attach(dir string) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	page, err := shm.MapPage(filepath.Join(dir, statedir.PageFile))
+	page, err := ctl.mapPage()
 	if err != nil {
 		ctl.close()
 		return nil, fmt.Errorf("attaching to %s: %w", dir, err)

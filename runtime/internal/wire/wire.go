@@ -37,6 +37,7 @@ const (
 	Bump    Type = 0x06 // uint64 minimum → BumpOK
 	Region  Type = 0x07 // uint32 size → RegionOK + memfd (SCM_RIGHTS)
 	VMClock Type = 0x08 // no payload → VMClockOK + the VMClock device (SCM_RIGHTS)
+	Page    Type = 0x09 // no payload → PageOK + the sealed page memfd (SCM_RIGHTS)
 
 	ReplyBit  Type = 0x80
 	StatusOK       = Status | ReplyBit  // JSON object (Status)
@@ -46,6 +47,7 @@ const (
 	BumpOK         = Bump | ReplyBit    // uint64 new generation
 	RegionOK       = Region | ReplyBit  // uint32 size of the region
 	VMClockOK      = VMClock | ReplyBit // no payload
+	PageOK         = Page | ReplyBit    // uint32 size of the page (4096)
 
 	// msgGeneration is sent unsolicited to watchers (id 0) when the
 	// generation changes: uint64 new generation.
@@ -121,8 +123,8 @@ func Decode(b []byte) (Message, error) {
 // payloadSize is the exact payload size of each type, or minus the minimum
 // size for variable-length payloads.
 var payloadSize = map[Type]int{
-	Status: 0, Watch: 0, Ack: 8, Wait: 8, Cancel: 0, Bump: 8, Region: 4, VMClock: 0,
-	StatusOK: -2, WatchOK: 8, AckOK: 8, WaitDone: 16, BumpOK: 8, RegionOK: 4, VMClockOK: 0,
+	Status: 0, Watch: 0, Ack: 8, Wait: 8, Cancel: 0, Bump: 8, Region: 4, VMClock: 0, Page: 0,
+	StatusOK: -2, WatchOK: 8, AckOK: 8, WaitDone: 16, BumpOK: 8, RegionOK: 4, VMClockOK: 0, PageOK: 4,
 	Generation: 8, Error: -4,
 }
 
