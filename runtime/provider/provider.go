@@ -49,6 +49,8 @@ type Config struct {
 //   - the accept loop and the event source's Run: started by Run, stopped by
 //     closing the listener and cancelling the source's context; Run waits for
 //     both on errc;
+//   - the page file's checker (watchPage): started by Run, stopped by the
+//     same context; Run waits for it before shutdown;
 //   - one serve goroutine per client: started by the accept loop, ended by
 //     EOF or by closing the client's connection (drop, a failed send, or
 //     shutdown); counted in wg;
@@ -83,6 +85,10 @@ type Provider struct {
 	closed      bool
 	wg          sync.WaitGroup
 
+	// Incidents of the page file, under mu: each is logged once.
+	pageIncident     bool // the page file is damaged (logged)
+	pageRepairFailed bool // republishing it failed (logged)
+
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -116,6 +122,8 @@ func (p *Provider) Run(ctx context.Context) error {
 	defer cancel()
 	errc := make(chan error, 2)
 	go func() { errc <- p.accept() }()
+	checked := make(chan struct{})
+	go func() { defer close(checked); p.watchPage(ctx) }()
 	go func() {
 		err := p.source.Run(ctx, p.onEvent)
 		if err == nil && ctx.Err() == nil {
@@ -134,6 +142,7 @@ func (p *Provider) Run(ctx context.Context) error {
 		pending--
 	}
 	cancel()
+	<-checked
 	p.shutdown()
 	// Both goroutines end promptly now (listener closed, ctx done); wait for
 	// them so that the caller may close the source once Run returns.
