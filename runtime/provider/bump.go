@@ -71,7 +71,8 @@ func (p *Provider) Bump(reason shm.Reason, floor uint64) (uint64, error) {
 
 // bumpLocked is Bump without the bounds of forced bumps. It checks the page
 // file first: the new generation is also above a plausible generation a
-// damaged file showed its readers (see pagefile.go).
+// damaged file showed its readers (see pagefile.go). The high-water mark is
+// recorded before the generation is published.
 func (p *Provider) bumpLocked(reason shm.Reason, floor uint64) (uint64, error) {
 	cur := p.gen.Load()
 	damage := p.page.Check()
@@ -81,6 +82,7 @@ func (p *Provider) bumpLocked(reason shm.Reason, floor uint64) (uint64, error) {
 		return 0, fmt.Errorf("generation %d is the last one: generations stop at 2^64-2", cur)
 	}
 	next := max(floor, cur+1)
+	p.recordHighWaterLocked(next)
 	p.page.Publish(shm.Update{
 		Generation: next,
 		Reason:     reason,

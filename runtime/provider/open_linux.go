@@ -64,9 +64,15 @@ func New(cfg Config) (*Provider, error) {
 	}
 	if p.page, err = shm.OpenWriter(filepath.Join(p.dir, statedir.PageFile)); err != nil {
 		p.lock.Close()
-		return nil, err
+		return nil, spaceHint(err)
+	}
+	if p.hw, err = openHighWater(p.dir); err != nil {
+		p.page.Close()
+		p.lock.Close()
+		return nil, spaceHint(err)
 	}
 	if p.ln, err = listen(filepath.Join(p.dir, statedir.SocketFile)); err != nil {
+		p.hw.Close()
 		p.page.Close()
 		p.lock.Close()
 		return nil, err

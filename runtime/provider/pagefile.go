@@ -137,3 +137,51 @@ func (p *Provider) pageHealthyLocked() {
 	}
 	p.pageIncident, p.pageRepairFailed = false, false
 }
+
+// resume returns the generation the provider continues above: the higher
+// of the page file's and the high-water mark of this boot. It logs where
+// it came from when either was lost.
+func (p *Provider) resume() uint64 {
+	prior, valid := p.page.Prior()
+	hw, state := p.hw.load()
+	path := p.pagePath()
+	switch {
+	case state == hwThisBoot && valid && prior > hw && prior-hw > MaxForcedStep:
+		p.log.Error("the page file shows a generation far above the high-water mark (it was written by someone else): resuming from the high-water mark; readers of the file see the generation fall back",
+			"file", path, "page", prior, "highwater", hw)
+		return hw
+	case state == hwThisBoot && !valid:
+		p.log.Warn("the page file was lost or damaged while no provider ran: resuming from the high-water mark", "file", path, "highwater", hw)
+		return hw
+	case state == hwThisBoot && prior < hw:
+		p.log.Warn("the page file shows a generation below the high-water mark (it was rolled back while no provider ran): resuming from the high-water mark",
+			"file", path, "page", prior, "highwater", hw)
+		return hw
+	case state == hwThisBoot:
+		return prior
+	case state == hwCorrupt && valid:
+		p.log.Warn("the high-water file is corrupt: resuming from the page file", "dir", p.dir, "page", prior)
+	case state == hwCorrupt:
+		p.log.Error("the page file and the high-water file were both lost: the generation starts again at 1, and clients that saw the earlier generations of this boot see it fall back",
+			"dir", p.dir)
+	case !valid && state == hwOtherBoot:
+		p.log.Info("no page file and no high-water mark of this boot: starting the generation again at 1 (a reboot)", "dir", p.dir)
+	}
+	return prior
+}
+
+// recordHighWaterLocked records next as the high-water mark before it is
+// published. A failure is logged (once until a record succeeds again) but
+// does not stop the bump: a restore must be signalled even if its mark
+// cannot be kept.
+func (p *Provider) recordHighWaterLocked(next uint64) {
+	if err := p.hw.record(next); err != nil {
+		if !p.hwFailed {
+			p.hwFailed = true
+			p.log.Error("could not record the high-water mark; publishing the generation anyway (if the page file is lost too before the next record, a restart may go back)",
+				"generation", next, "err", err)
+		}
+		return
+	}
+	p.hwFailed = false
+}

@@ -70,6 +70,7 @@ type Provider struct {
 	started time.Time
 
 	page *shm.Writer
+	hw   *highWater
 	lock *os.File
 	ln   *net.UnixListener
 
@@ -85,9 +86,11 @@ type Provider struct {
 	closed      bool
 	wg          sync.WaitGroup
 
-	// Incidents of the page file, under mu: each is logged once.
+	// Incidents of the page file and the high-water file, under mu: each
+	// is logged once.
 	pageIncident     bool // the page file is damaged (logged)
 	pageRepairFailed bool // republishing it failed (logged)
+	hwFailed         bool // recording the high-water mark failed (logged)
 
 	closeOnce sync.Once
 	closeErr  error
@@ -108,7 +111,7 @@ func (p *Provider) Generation() uint64 { return p.gen.Load() }
 // return the page is marked stopped and every client is disconnected.
 func (p *Provider) Run(ctx context.Context) error {
 	defer p.Close()
-	prior, _ := p.page.Prior() // 0 for a new or unreadable page
+	prior := p.resume() // 0 for a new state directory
 	p.gen.Store(prior)
 	// The provider cannot know whether it missed a restore while it was not
 	// running, so it always bumps when it starts.
@@ -182,7 +185,7 @@ func (p *Provider) shutdown() {
 func (p *Provider) Close() error {
 	p.closeOnce.Do(func() {
 		p.shutdown()
-		p.closeErr = errors.Join(p.page.Close(), p.lock.Close())
+		p.closeErr = errors.Join(p.page.Close(), p.hw.Close(), p.lock.Close())
 	})
 	return p.closeErr
 }

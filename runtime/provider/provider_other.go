@@ -11,3 +11,6 @@ func New(cfg Config) (*Provider, error) {
 
 // accept never runs here: New always fails, so no Provider exists.
 func (*Provider) accept() error { return ErrNotSupported }
+
+// sync never runs here: no provider, no high-water file.
+func (h *highWater) sync() error { return ErrNotSupported }
