@@ -1,9 +1,15 @@
 package provider
 
 import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/snapsafe/snapsafe/runtime/internal/statedir"
 	"github.com/snapsafe/snapsafe/runtime/internal/wire"
 	"github.com/snapsafe/snapsafe/shm"
 	"golang.org/x/sys/unix"
@@ -46,5 +52,41 @@ func TestPageRequest(t *testing.T) {
 	}
 	if m, err := readMsg(t, uc); err != nil || m.Type != wire.Error || wire.DecodeError(m).Code != wire.CodeMalformed {
 		t.Fatalf("page request with a payload: %+v, %v; want a malformed error", m, err)
+	}
+}
+
+// TestCExampleMemfd builds docs/examples/generation.c — written from
+// docs/ABI.md alone — and checks that it gets the sealed page over the
+// socket and reads it while the page file is truncated, which would kill
+// a reader of the file.
+func TestCExampleMemfd(t *testing.T) {
+	cc, err := exec.LookPath("cc")
+	if err != nil {
+		t.Skip("no C compiler (cc): apt-get install gcc")
+	}
+	bin := filepath.Join(t.TempDir(), "generation")
+	if out, err := exec.Command(cc, "-O2", "-Wall", "-Werror", "-o", bin, "../../docs/examples/generation.c").CombinedOutput(); err != nil {
+		t.Fatalf("building the C example: %v\n%s", err, out)
+	}
+	// Keep the file truncated for the test; restore the interval after the
+	// provider's cleanup.
+	old := pageCheckInterval
+	pageCheckInterval = time.Hour
+	t.Cleanup(func() { pageCheckInterval = old })
+	dir := t.TempDir()
+	tp := startProvider(t, dir)
+	if _, err := tp.Bump(shm.ReasonForced, 1234); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(filepath.Join(dir, statedir.PageFile), 0); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(bin, "--socket", filepath.Join(dir, statedir.SocketFile)).CombinedOutput()
+	if err != nil {
+		t.Fatalf("the C example on the socket: %v\n%s", err, out)
+	}
+	want := "generation 1234\nwiped 1234\n"
+	if !strings.HasPrefix(string(out), want) || !strings.Contains(string(out), fmt.Sprintf("pid %d\nbackend manual\n", os.Getpid())) {
+		t.Fatalf("the C example printed:\n%s", out)
 	}
 }
