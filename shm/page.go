@@ -206,18 +206,37 @@ type Update struct {
 
 // publish performs the ABI's bump order: sequence odd, generation stored
 // (visible at once to one-load readers), wipe (zero every region), the other
-// fields and the wipe mark, sequence even. wipe may be nil.
+// fields and the wipe mark, sequence even. wipe may be nil. The Writer runs
+// the same steps on two pages at once (the memfd and the page file), which
+// is why they are separate methods.
 func (v view) publish(u Update, wipe func()) {
+	seq := v.begin()
+	v.storeGeneration(u.Generation)
+	if wipe != nil {
+		wipe()
+	}
+	v.storeFields(u)
+	v.end(seq, u.Generation)
+}
+
+// begin opens a write section (step 1) and returns the even sequence it
+// started from.
+func (v view) begin() uint64 {
 	seq := atomic.LoadUint64(v.u64(OffSeq))
 	if seq&1 == 1 {
 		// A previous writer died mid-write; its section is abandoned.
 		seq++
 	}
 	atomic.StoreUint64(v.u64(OffSeq), seq+1)
-	atomic.StoreUint64(v.u64(OffGeneration), u.Generation)
-	if wipe != nil {
-		wipe()
-	}
+	return seq
+}
+
+// storeGeneration is step 2.
+func (v view) storeGeneration(g uint64) { atomic.StoreUint64(v.u64(OffGeneration), g) }
+
+// storeFields is step 4: every field but the generation, the wipe mark and
+// the sequence.
+func (v view) storeFields(u Update) {
 	atomic.StoreUint64(v.u64(OffEpoch), binary.LittleEndian.Uint64(u.Epoch[:8]))
 	atomic.StoreUint64(v.u64(OffEpoch+8), binary.LittleEndian.Uint64(u.Epoch[8:]))
 	var wall uint64
@@ -230,7 +249,24 @@ func (v view) publish(u Update, wipe func()) {
 	atomic.StoreUint32(v.u32(OffState), uint32(u.State))
 	atomic.StoreUint32(v.u32(OffPID), u.PID)
 	atomic.StoreUint32(v.u32(OffBackend), uint32(u.Backend))
-	atomic.StoreUint64(v.u64(OffWiped), u.Generation)
+}
+
+// end is steps 5 and 6: the wipe mark, then the sequence even again.
+func (v view) end(seq, g uint64) {
+	atomic.StoreUint64(v.u64(OffWiped), g)
+	atomic.StoreUint64(v.u64(OffSeq), seq+2)
+}
+
+// copyFrom makes v a copy of src inside one write section of v's own
+// sequence: a reader of v that raced the copy retries. Only v's sequence
+// word is not copied; src must not be written meanwhile.
+func (v view) copyFrom(src view) {
+	seq := v.begin()
+	for off := 0; off < PageSize; off += 8 {
+		if off != OffSeq {
+			atomic.StoreUint64(v.u64(off), atomic.LoadUint64(src.u64(off)))
+		}
+	}
 	atomic.StoreUint64(v.u64(OffSeq), seq+2)
 }
 

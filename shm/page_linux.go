@@ -1,7 +1,6 @@
 package shm
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -10,7 +9,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// MapPage maps the generation page at path read-only.
+// MapPage maps the page file at path read-only.
+//
+// A mapping of the file faults (SIGBUS, which kills a Go program) on any
+// access once someone who may write the file — root, the provider's user —
+// truncates it. Clients of a running provider map its sealed memfd instead
+// (MapPageMemfd; runtime/client.Attach does): MapPage is for tools that
+// look at a page with no provider.
 func MapPage(path string) (*Page, error) {
 	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW, 0)
 	if err != nil {
@@ -21,7 +26,8 @@ func MapPage(path string) (*Page, error) {
 }
 
 // MapPageFile maps the generation page open as f read-only. f may be closed
-// afterwards.
+// afterwards. If f is a page file, the mapping faults once the file is
+// truncated, as with MapPage.
 func MapPageFile(f *os.File) (*Page, error) { return mapPageFile(f) }
 
 func mapPageFile(f *os.File) (*Page, error) {
@@ -32,7 +38,35 @@ func mapPageFile(f *os.File) (*Page, error) {
 	if !fi.Mode().IsRegular() || fi.Size() < PageSize {
 		return nil, fmt.Errorf("%w: %s is not a regular file of at least %d bytes", ErrBadPage, f.Name(), PageSize)
 	}
-	mem, err := unix.Mmap(int(f.Fd()), 0, PageSize, unix.PROT_READ, unix.MAP_SHARED)
+	return mapPageFD(int(f.Fd()))
+}
+
+// MapPageMemfd maps the page memfd a provider passed over the control
+// socket (docs/ABI.md, section 3, request page) read-only. It first checks
+// with F_GET_SEALS that the memfd is sealed so that its size cannot change
+// and that nobody but the provider can write it (F_SEAL_SHRINK,
+// F_SEAL_GROW, F_SEAL_FUTURE_WRITE): then the mapping can never fault and
+// shows only what the provider wrote. f may be closed afterwards.
+func MapPageMemfd(f *os.File) (*Page, error) {
+	seals, err := unix.FcntlInt(f.Fd(), unix.F_GET_SEALS, 0)
+	if err != nil {
+		return nil, fmt.Errorf("%w: the descriptor passed for it is not a sealed memfd (F_GET_SEALS: %v)", ErrBadPage, err)
+	}
+	if seals&requiredSeals != requiredSeals {
+		return nil, fmt.Errorf("%w: the page memfd has seals %#x, want at least %#x (shrink, grow, future write)", ErrBadPage, seals, requiredSeals)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return nil, fmt.Errorf("checking the page memfd: %w", err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Size != PageSize {
+		return nil, fmt.Errorf("%w: the page memfd has %d bytes, want %d", ErrBadPage, st.Size, PageSize)
+	}
+	return mapPageFD(int(f.Fd()))
+}
+
+func mapPageFD(fd int) (*Page, error) {
+	mem, err := unix.Mmap(fd, 0, PageSize, unix.PROT_READ, unix.MAP_SHARED)
 	if err != nil {
 		return nil, fmt.Errorf("mapping generation page: %w", err)
 	}
@@ -59,68 +93,6 @@ func (p *Page) Retire() error {
 		return fmt.Errorf("retiring generation page: %w", err)
 	}
 	return nil
-}
-
-// OpenWriter opens the generation page at path for writing, creating it if
-// needed. The file is kept at mode 0444 so that other processes can only map
-// it read-only. An existing valid page keeps its contents (clients that have
-// it mapped keep seeing it); anything else is reinitialised.
-func OpenWriter(path string) (*Writer, error) {
-	f, err := openRW(path)
-	if err != nil {
-		return nil, fmt.Errorf("opening generation page for writing: %w", err)
-	}
-	defer f.Close()
-	return OpenWriterFile(f)
-}
-
-// OpenWriterFile is OpenWriter for a page file the caller opened read-write
-// (a provider opens it relative to its checked state directory). f may be
-// closed afterwards.
-func OpenWriterFile(f *os.File) (*Writer, error) {
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("checking generation page: %w", err)
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%w: %s is not a regular file: remove it", ErrBadPage, f.Name())
-	}
-	if err := f.Chmod(0o444); err != nil {
-		return nil, fmt.Errorf("setting generation page mode: %w", err)
-	}
-	if fi.Size() != PageSize {
-		if err := f.Truncate(PageSize); err != nil {
-			return nil, fmt.Errorf("sizing generation page: %w", err)
-		}
-	}
-	mem, err := unix.Mmap(int(f.Fd()), 0, PageSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
-	if err != nil {
-		return nil, fmt.Errorf("mapping generation page: %w", err)
-	}
-	w := &Writer{v: view{mem: mem}, unmap: func() error { return unix.Munmap(mem) }}
-	if w.v.check() == nil {
-		w.prior, w.valid = w.Generation(), true
-	} else {
-		clear(mem)
-		w.v.initHeader()
-	}
-	return w, nil
-}
-
-// openRW opens path read-write, creating it with mode 0444. A page left by an
-// earlier provider of the same non-root user is 0444 too, which the owner
-// cannot open for writing: make it writable for the owner for the moment of
-// the open (OpenWriter restores 0444 at once).
-func openRW(path string) (*os.File, error) {
-	const flags = os.O_RDWR | os.O_CREATE | unix.O_NOFOLLOW
-	f, err := os.OpenFile(path, flags, 0o444)
-	if err == nil || !errors.Is(err, os.ErrPermission) {
-		return f, err
-	}
-	if cerr := os.Chmod(path, 0o644); cerr != nil {
-		return nil, err
-	}
-	return os.OpenFile(path, flags, 0o444)
 }
 
 // Monotonic returns CLOCK_MONOTONIC, the clock the page's bump time is

@@ -4,12 +4,13 @@ import (
 	"fmt"
 
 	"github.com/snapsafe/snapsafe/runtime/internal/statedir"
-	"github.com/snapsafe/snapsafe/shm"
 )
 
-// Attach maps the generation page of the provider on dir (DefaultDir() when
-// empty) and connects to its control socket. It fails with an error
-// matching ErrNoProvider when no provider runs there, and with one matching
+// Attach connects to the control socket of the provider on dir
+// (DefaultDir() when empty) and maps its generation page: the sealed memfd
+// the provider passes over the socket, never the page file, which others
+// may truncate. It fails with an error matching ErrNoProvider when no
+// provider runs there, with one matching
 // ErrUntrusted when the directory, its page or its socket belongs to
 // neither root nor the caller, may be written by group or others, or is a
 // symbolic link, or when the provider runs as neither root nor the
@@ -30,19 +31,9 @@ func Attach(dir string) (*Client, error) {
 		return nil, dialError(dir, err)
 	}
 	ctl := newCtlConn(uc, nil, nil)
-	if err := ctl.admitted(); err != nil {
-		ctl.close()
-		return nil, fmt.Errorf("attaching to %s: %w", dir, err)
-	}
-	// The page is mapped through a descriptor opened relative to the
-	// checked directory, and checked itself, before it is mapped.
-	f, err := sd.OpenPage()
-	if err != nil {
-		ctl.close()
-		return nil, fmt.Errorf("attaching to %s: %w", dir, err)
-	}
-	defer f.Close() // the mapping outlives the descriptor
-	page, err := shm.MapPageFile(f)
+	// The page request is also the first round trip: a refusal over the
+	// bounds arrives as its answer (ErrRefused).
+	page, err := ctl.mapPage()
 	if err != nil {
 		ctl.close()
 		return nil, fmt.Errorf("attaching to %s: %w", dir, err)

@@ -37,8 +37,9 @@ func (c *Client) Page() *shm.Page { return c.page }
 func (c *Client) Snapshot() (shm.Snapshot, error) { return c.page.Snapshot() }
 
 // Done is closed when the connection to the provider is lost: the provider
-// stopped or died. The page then no longer changes, and wipe regions are no
-// longer wiped; Err says why.
+// stopped or died. The page then no longer changes (it stays readable: it
+// is the gone provider's memfd), and wipe regions are no longer wiped; Err
+// says why. Attach again to follow a provider that starts later.
 func (c *Client) Done() <-chan struct{} { return c.ctl.done }
 
 // Err returns why the connection ended, once Done is closed.

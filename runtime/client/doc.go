@@ -6,9 +6,11 @@
 //
 // A provider (package runtime/provider, run by snapsafed) owns a state
 // directory holding the generation page ("generation"), the control socket
-// ("control.sock") and a lock file. Attach maps the page read-only and
-// connects to the socket. Client.Generation is one atomic load from the
-// page; everything else goes over the socket (docs/ABI.md).
+// ("control.sock") and a lock file. Attach connects to the socket and maps,
+// read-only, the page the provider passes over it: a memfd sealed so that
+// nobody can truncate or write it, unlike the file, which root or the
+// provider's user can. Client.Generation is one atomic load from the page;
+// everything else goes over the socket (docs/ABI.md).
 package client
 
 import (

@@ -61,17 +61,28 @@ func (p *Provider) Bump(reason shm.Reason, floor uint64) (uint64, error) {
 	if p.closed {
 		return 0, errors.New("provider is shutting down")
 	}
-	cur := p.gen.Load()
 	if reason == shm.ReasonForced {
-		if err := checkFloor(cur, floor); err != nil {
+		if err := checkFloor(p.gen.Load(), floor); err != nil {
 			return 0, err
 		}
 	}
+	return p.bumpLocked(reason, floor)
+}
+
+// bumpLocked is Bump without the bounds of forced bumps. It checks the page
+// file first: the new generation is also above a plausible generation a
+// damaged file showed its readers (see pagefile.go). The high-water mark is
+// recorded before the generation is published.
+func (p *Provider) bumpLocked(reason shm.Reason, floor uint64) (uint64, error) {
+	cur := p.gen.Load()
+	damage := p.page.Check()
+	floor = max(floor, p.seenFloorLocked(damage))
 	if cur >= lastGeneration {
 		// Unreachable in practice (2^63 restores), but never wrap.
 		return 0, fmt.Errorf("generation %d is the last one: generations stop at 2^64-2", cur)
 	}
 	next := max(floor, cur+1)
+	p.recordHighWaterLocked(next)
 	p.page.Publish(shm.Update{
 		Generation: next,
 		Reason:     reason,
@@ -96,6 +107,7 @@ func (p *Provider) Bump(reason shm.Reason, floor uint64) (uint64, error) {
 			p.endWaitLocked(c, wire.WaitNewGeneration)
 		}
 	}
+	p.afterPublishLocked(damage)
 	if reason != shm.ReasonStartup {
 		p.log.Debug("bumped", "generation", next, "reason", reason.String())
 	}

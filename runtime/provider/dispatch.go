@@ -83,6 +83,14 @@ func (p *Provider) handle(c *peer, m wire.Message) bool {
 			return fail(wire.CodeInternal, "wipe region: "+err.Error())
 		}
 		return p.send(c, wire.Encode(wire.RegionOK, m.ID, wire.U32(uint32(fi.Size()))), wire.Rights(f))
+	case wire.Page:
+		f, err := p.page.Dup()
+		if err != nil {
+			p.log.Error("passing the generation page", "err", err)
+			return fail(wire.CodeInternal, "could not pass the generation page: see the provider's log")
+		}
+		defer f.Close()
+		return p.send(c, wire.Encode(wire.PageOK, m.ID, wire.U32(shm.PageSize)), wire.Rights(f))
 	case wire.VMClock:
 		f := backend.DeviceFile(p.source)
 		if f == nil {

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"os/user"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -77,9 +78,16 @@ func New(cfg Config) (*Provider, error) {
 	if p.page, err = openPage(sd); err != nil {
 		p.lock.Close()
 		sd.Close()
-		return nil, err
+		return nil, spaceHint(err)
+	}
+	if p.hw, err = openHighWater(p.dir); err != nil {
+		p.page.Close()
+		p.lock.Close()
+		sd.Close()
+		return nil, spaceHint(err)
 	}
 	if p.ln, err = sd.Listen(); err != nil {
+		p.hw.Close()
 		p.page.Close()
 		p.lock.Close()
 		sd.Close()
@@ -89,13 +97,15 @@ func New(cfg Config) (*Provider, error) {
 	return p, nil
 }
 
+// openPage makes the sealed page memfd and keeps the page file in the
+// checked directory as its copy (shm.OpenWriter opens the file relative to
+// the directory, never through a symbolic link).
 func openPage(sd *statedir.Dir) (*shm.Writer, error) {
-	f, err := sd.OpenPageWriter()
+	w, err := shm.OpenWriter(filepath.Join(sd.Path(), statedir.PageFile))
 	if err != nil {
 		return nil, fmt.Errorf("opening generation page for writing: %w", err)
 	}
-	defer f.Close() // the mapping outlives the descriptor
-	return shm.OpenWriterFile(f)
+	return w, nil
 }
 
 // lockDir takes the state directory's lock so that two providers never share

@@ -58,6 +58,8 @@ type Config struct {
 //   - the accept loop and the event source's Run: started by Run, stopped by
 //     closing the listener and cancelling the source's context; Run waits for
 //     both on errc;
+//   - the page file's checker (watchPage): started by Run, stopped by the
+//     same context; Run waits for it before shutdown;
 //   - one serve goroutine per client: started by the accept loop, ended by
 //     EOF or by closing the client's connection (drop, a failed send, or
 //     shutdown); counted in wg;
@@ -82,6 +84,7 @@ type Provider struct {
 
 	state *statedir.Dir // the checked state directory, open for its life
 	page  *shm.Writer
+	hw    *highWater
 	lock  *os.File
 	ln    *net.UnixListener
 
@@ -104,6 +107,12 @@ type Provider struct {
 	closed      bool
 	wg          sync.WaitGroup
 
+	// Incidents of the page file and the high-water file, under mu: each
+	// is logged once.
+	pageIncident     bool // the page file is damaged (logged)
+	pageRepairFailed bool // republishing it failed (logged)
+	hwFailed         bool // recording the high-water mark failed (logged)
+
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -123,7 +132,7 @@ func (p *Provider) Generation() uint64 { return p.gen.Load() }
 // return the page is marked stopped and every client is disconnected.
 func (p *Provider) Run(ctx context.Context) error {
 	defer p.Close()
-	prior, _ := p.page.Prior() // 0 for a new or unreadable page
+	prior := p.resume() // 0 for a new state directory
 	p.gen.Store(prior)
 	// The provider cannot know whether it missed a restore while it was not
 	// running, so it always bumps when it starts.
@@ -138,6 +147,8 @@ func (p *Provider) Run(ctx context.Context) error {
 	defer cancel()
 	errc := make(chan error, 2)
 	go func() { errc <- p.accept() }()
+	checked := make(chan struct{})
+	go func() { defer close(checked); p.watchPage(ctx) }()
 	go func() {
 		err := p.source.Run(ctx, p.onEvent)
 		if err == nil && ctx.Err() == nil {
@@ -156,6 +167,7 @@ func (p *Provider) Run(ctx context.Context) error {
 		pending--
 	}
 	cancel()
+	<-checked
 	p.shutdown()
 	// Both goroutines end promptly now (listener closed, ctx done); wait for
 	// them so that the caller may close the source once Run returns.
@@ -197,7 +209,7 @@ func (p *Provider) shutdown() {
 func (p *Provider) Close() error {
 	p.closeOnce.Do(func() {
 		p.shutdown()
-		p.closeErr = errors.Join(p.page.Close(), p.lock.Close(), p.state.Close())
+		p.closeErr = errors.Join(p.page.Close(), p.hw.Close(), p.lock.Close(), p.state.Close())
 	})
 	return p.closeErr
 }

@@ -101,6 +101,11 @@ func TestStartupBumpAndRestart(t *testing.T) {
 	dir := t.TempDir()
 	tp := startProvider(t, dir)
 	c := attach(t, dir)
+	file, err := shm.MapPage(filepath.Join(dir, statedir.PageFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer file.Close()
 	if g := c.Generation(); g != 1 {
 		t.Fatalf("first start: generation %d, want 1", g)
 	}
@@ -128,9 +133,19 @@ func TestStartupBumpAndRestart(t *testing.T) {
 	}
 
 	startProvider(t, dir)
-	// The old mapping keeps working across the restart: same page file.
-	if g := c.Generation(); g != 2 {
-		t.Fatalf("after restart: generation %d, want 2", g)
+	// A mapping of the page file keeps working across the restart: the new
+	// provider keeps the file's inode.
+	if g := file.Generation(); g != 2 {
+		t.Fatalf("after restart: the page file shows generation %d, want 2", g)
+	}
+	// The client's page is the memfd of the provider that is gone: it stays
+	// readable, frozen and marked stopped; attaching again follows the new
+	// provider.
+	if s, _ := c.Snapshot(); s.Generation != 1 || s.State != shm.StateStopped {
+		t.Fatalf("the old provider's page after the restart: generation %d, state %v; want 1, stopped", s.Generation, s.State)
+	}
+	if g := attach(t, dir).Generation(); g != 2 {
+		t.Fatalf("after restart: a new client sees generation %d, want 2", g)
 	}
 }
 

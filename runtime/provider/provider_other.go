@@ -20,3 +20,6 @@ func (*Provider) checkFDLimit() {}
 
 // closeListener never runs here either.
 func (*Provider) closeListener() {}
+
+// sync never runs here: no provider, no high-water file.
+func (h *highWater) sync() error { return ErrNotSupported }

@@ -23,6 +23,9 @@ const (
 	PageFile   = "generation"
 	SocketFile = "control.sock"
 	LockFile   = "lock"
+	// HighWaterFile is the provider's private record (mode 0600) of the
+	// last generation it published in this boot.
+	HighWaterFile = "highwater"
 )
 
 // SystemDir is the state directory of a provider run by root.

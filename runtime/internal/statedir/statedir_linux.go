@@ -198,50 +198,21 @@ func (d *Dir) openAt(name string, flags int, perm uint32, mine bool) (*os.File, 
 	return os.NewFile(uintptr(fd), path), nil
 }
 
-// OpenLock opens (creating it, mode 0644) the provider's lock file, for
-// reading and writing.
+// OpenLock opens (creating it, mode 0600) the provider's lock file, for
+// reading and writing. Nobody else may open it: flock needs no write
+// permission, so a lock file others could read would let any user hold a
+// shared lock on it and keep every later provider from starting. A lock file
+// an earlier version left at 0644 is made 0600 through the descriptor.
 func (d *Dir) OpenLock() (*os.File, error) {
-	return d.openAt(LockFile, unix.O_RDWR|unix.O_CREAT, 0o644, true)
-}
-
-// OpenPageWriter opens (creating it, mode 0444) the generation page for
-// reading and writing, for the provider.
-//
-// A page left by an earlier provider of the same non-root user is 0444,
-// which its owner cannot open for writing: it is then opened read-only
-// (checked like any other), made writable for the owner through that
-// descriptor, and opened again; the second open must find the same file.
-// The caller sets the mode back to 0444 (shm.OpenWriterFile does).
-func (d *Dir) OpenPageWriter() (*os.File, error) {
-	const flags = unix.O_RDWR | unix.O_CREAT
-	f, err := d.openAt(PageFile, flags, 0o444, true)
-	if err == nil || !errors.Is(err, os.ErrPermission) {
-		return f, err
-	}
-	r, rerr := d.openAt(PageFile, unix.O_RDONLY, 0, true)
-	if rerr != nil {
+	f, err := d.openAt(LockFile, unix.O_RDWR|unix.O_CREAT, 0o600, true)
+	if err != nil {
 		return nil, err
 	}
-	defer r.Close()
-	if cerr := r.Chmod(0o644); cerr != nil {
-		return nil, err
-	}
-	if f, err = d.openAt(PageFile, flags, 0o444, true); err != nil {
-		return nil, err
-	}
-	if !sameFile(r, f) {
+	if err := f.Chmod(0o600); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("%w: %s was replaced while it was being opened: stop whatever else writes the state directory", ErrUntrusted, d.name(PageFile))
+		return nil, fmt.Errorf("making the lock file private: %w", err)
 	}
 	return f, nil
-}
-
-func sameFile(a, b *os.File) bool {
-	var sa, sb unix.Stat_t
-	if unix.Fstat(int(a.Fd()), &sa) != nil || unix.Fstat(int(b.Fd()), &sb) != nil {
-		return false
-	}
-	return sa.Dev == sb.Dev && sa.Ino == sb.Ino
 }
 
 // OpenPage opens the generation page read-only, for a client: a regular

@@ -40,8 +40,8 @@ const (
 	Bump    Type = 0x06 // uint64 minimum → BumpOK
 	Region  Type = 0x07 // uint32 size → RegionOK + memfd (SCM_RIGHTS)
 	VMClock Type = 0x08 // no payload → VMClockOK + the VMClock device (SCM_RIGHTS)
-	// 0x09 is the generation page's memfd.
-	Lists Type = 0x0a // no payload → ListsOK + a sealed memfd holding the watcher and hook lists (JSON)
+	Page    Type = 0x09 // no payload → PageOK + the sealed page memfd (SCM_RIGHTS)
+	Lists   Type = 0x0a // no payload → ListsOK + a sealed memfd holding the watcher and hook lists (JSON)
 
 	ReplyBit  Type = 0x80
 	StatusOK       = Status | ReplyBit  // JSON object (Status)
@@ -51,6 +51,7 @@ const (
 	BumpOK         = Bump | ReplyBit    // uint64 new generation
 	RegionOK       = Region | ReplyBit  // uint32 size of the region
 	VMClockOK      = VMClock | ReplyBit // no payload
+	PageOK         = Page | ReplyBit    // uint32 size of the page (4096)
 	ListsOK        = Lists | ReplyBit   // uint32 length of the JSON in the memfd
 
 	// msgGeneration is sent unsolicited to watchers (id 0) when the
@@ -135,9 +136,9 @@ func exactly(n int) size { return size{n, n} }
 // payloadSize is the payload length each type may carry.
 var payloadSize = map[Type]size{
 	Status: exactly(0), Watch: {0, 8 + MaxLabel}, Ack: exactly(8), Wait: exactly(8), Cancel: exactly(0),
-	Bump: exactly(8), Region: exactly(4), VMClock: exactly(0), Lists: exactly(0),
+	Bump: exactly(8), Region: exactly(4), VMClock: exactly(0), Page: exactly(0), Lists: exactly(0),
 	StatusOK: {2, MaxMessage}, WatchOK: exactly(8), AckOK: exactly(8), WaitDone: exactly(16), BumpOK: exactly(8),
-	RegionOK: exactly(4), VMClockOK: exactly(0), ListsOK: exactly(4),
+	RegionOK: exactly(4), VMClockOK: exactly(0), PageOK: exactly(4), ListsOK: exactly(4),
 	Generation: exactly(8), Error: {4, MaxMessage},
 }
 
