@@ -152,6 +152,12 @@ func (w *Writer) openFile() (*fileCopy, error) {
 		f.Close()
 		return w.newFile() // a FIFO, a socket, a device: replace it
 	}
+	if st.Nlink != 1 || st.Uid != uint32(os.Geteuid()) {
+		// A hard link to a file elsewhere, or someone else's file: writing
+		// it would change that file. Replace the name, never the file.
+		f.Close()
+		return w.newFile()
+	}
 	fc, err := w.mapFile(f, &st)
 	if err != nil {
 		return nil, err

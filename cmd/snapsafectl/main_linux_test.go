@@ -61,6 +61,10 @@ func stateDir(t *testing.T) string {
 type provider struct {
 	cmd *exec.Cmd
 	log *syncBuffer
+	// cred is the provider's user when it is not this process's: clients
+	// trust only a directory of root or their own user, so the test's
+	// snapsafectl runs as that user too.
+	cred *syscall.Credential
 }
 
 func startProvider(t *testing.T, dir string, args ...string) *provider {

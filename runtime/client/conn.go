@@ -105,7 +105,7 @@ func (c *ctlConn) read() {
 		if m.Type == wire.Error && m.ID == 0 {
 			// Not a reply to a call (ids start at 1): the provider is
 			// closing the connection. Before any reply, that is its
-			// refusal to admit us, with the reason (docs/ABI.md §3.6).
+			// refusal to admit us, with the reason (docs/ABI.md §3.7).
 			if file != nil {
 				file.Close()
 			}
@@ -155,27 +155,6 @@ func (c *ctlConn) error() error {
 }
 
 func (c *ctlConn) close() { c.fail(fmt.Errorf("%w: closed by the client", ErrProviderGone)) }
-
-// admissionTimeout bounds Attach's wait for the provider's first answer.
-const admissionTimeout = 5 * time.Second
-
-// admitted makes one round trip, so that a connection the provider refused
-// fails at once with an error matching ErrRefused, rather than on its
-// first real request or silently. The request is an ack of generation 0
-// on a connection that is not a watcher: a no-op that every provider
-// answers with code 6 and that changes nothing (docs/ABI.md §3.6).
-func (c *ctlConn) admitted() error {
-	ctx, cancel := context.WithTimeout(context.Background(), admissionTimeout)
-	defer cancel()
-	_, err := c.call(ctx, wire.Ack, wire.U64(0))
-	switch {
-	case err == nil, errors.Is(err, ErrNotWatcher):
-		return nil
-	case errors.Is(err, context.DeadlineExceeded):
-		return fmt.Errorf("%w: the provider did not answer within %v (is it stopped?)", ErrProviderGone, admissionTimeout)
-	}
-	return err
-}
 
 // start registers a call and sends its request.
 func (c *ctlConn) start(t wire.Type, payload []byte) (uint32, chan reply, error) {

@@ -77,8 +77,9 @@ func TestAttachRefusesHostileProvider(t *testing.T) {
 }
 
 // TestAttachRefusesPlantedFiles: in root's directory, served by root's
-// provider, a page or a socket that is someone else's, or a page anyone may
-// write, is refused.
+// provider, a socket that is someone else's is refused; a page file that is
+// someone else's, writable by anyone or a symbolic link changes nothing for
+// a Go client, which maps the provider's sealed page, never the file.
 func TestAttachRefusesPlantedFiles(t *testing.T) {
 	testdevice.RequireRoot(t, "to give files to uid 65534")
 	for _, tc := range []struct {
@@ -110,6 +111,21 @@ func TestAttachRefusesPlantedFiles(t *testing.T) {
 				t.Fatal(err)
 			}
 			c, err = client.Attach(dir)
+			if tc.file == statedir.PageFile {
+				if err != nil {
+					t.Fatalf("Attach with a planted page file: %v, want the sealed page", err)
+				}
+				defer c.Close()
+				g := c.Generation()
+				// Whoever can write the file cannot reach the client's page.
+				if err := os.WriteFile(path, make([]byte, 4096), 0o666); err != nil {
+					t.Fatal(err)
+				}
+				if g == 0 || c.Generation() != g {
+					t.Fatalf("generation %d, then %d after zeroing the file: the client mapped the planted file", g, c.Generation())
+				}
+				return
+			}
 			if err == nil {
 				c.Close()
 			}

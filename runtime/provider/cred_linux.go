@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"strconv"
-	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -32,14 +30,6 @@ func peerCred(conn *net.UnixConn) (*unix.Ucred, error) {
 // Privilege to force a bump. CAP_CHECKPOINT_RESTORE is the capability
 // Linux gives checkpoint/restore tools, the natural holders of this right.
 const capCheckpointRestore = 40
-
-// procInfo is what the provider reads of a peer process from
-// /proc/<pid>/status.
-type procInfo struct {
-	comm   string   // the command name (Name:), at most 15 bytes
-	capEff uint64   // effective capabilities
-	groups []uint32 // supplementary groups
-}
 
 // readProc reads the peer's /proc/<pid>/status. A pid can name another
 // process once the peer has exited, so the peer's pidfd (held from before
@@ -78,23 +68,6 @@ func (p *Provider) mayBump(conn *net.UnixConn, cred *unix.Ucred) bool {
 	return info.capEff&(1<<capCheckpointRestore) != 0 || inGroup(p.bumpGID, cred.Gid, info.groups)
 }
 
-// inGroup reports whether gid (-1: no group) is the primary group or one of
-// the supplementary groups.
-func inGroup(gid int, primary uint32, groups []uint32) bool {
-	if gid < 0 {
-		return false
-	}
-	if primary == uint32(gid) {
-		return true
-	}
-	for _, g := range groups {
-		if g == uint32(gid) {
-			return true
-		}
-	}
-	return false
-}
-
 // soPeerPidfd is SO_PEERPIDFD (Linux 6.5+): a pidfd for the process that
 // connected, recorded by the kernel at connect time. x/sys does not name it
 // yet; 77 is its value on every architecture Go runs Linux on.
@@ -117,31 +90,4 @@ func peerPidfd(conn *net.UnixConn, pid int32) int {
 		}
 	}
 	return fd
-}
-
-// parseProcStatus extracts the command name, the effective capabilities
-// and the supplementary groups from the text of /proc/<pid>/status.
-func parseProcStatus(s string) procInfo {
-	var info procInfo
-	for _, line := range strings.Split(s, "\n") {
-		key, val, ok := strings.Cut(line, ":")
-		if !ok {
-			continue
-		}
-		switch key {
-		case "Name":
-			// The name is the rest of the line after the tab, escaped by
-			// the kernel (a newline in it reads as \n), so it is one line.
-			info.comm = strings.TrimPrefix(val, "\t")
-		case "CapEff":
-			info.capEff, _ = strconv.ParseUint(strings.TrimSpace(val), 16, 64)
-		case "Groups":
-			for _, f := range strings.Fields(val) {
-				if g, err := strconv.ParseUint(f, 10, 32); err == nil {
-					info.groups = append(info.groups, uint32(g))
-				}
-			}
-		}
-	}
-	return info
 }

@@ -103,7 +103,7 @@ func TestResumeAboveHighWater(t *testing.T) {
 	if g := tp.Generation(); g != 42 {
 		t.Fatalf("generation %d after a page far above the mark, want 42", g)
 	}
-	if log.count("ERROR") != 1 {
+	if log.count("ERROR", "") != 1 {
 		t.Fatal("the implausible page generation was not reported")
 	}
 	tp.stop()
@@ -115,7 +115,7 @@ func TestResumeAboveHighWater(t *testing.T) {
 		t.Fatal(err)
 	}
 	tp, log = startLoggingProvider(t, dir)
-	if g := tp.Generation(); g != 1 || log.count("ERROR") != 1 || !strings.Contains(log.String(), "both lost") {
+	if g := tp.Generation(); g != 1 || log.count("ERROR", "") != 1 || !strings.Contains(log.String(), "both lost") {
 		t.Fatalf("generation %d after both were lost; log:\n%s", g, log)
 	}
 	eventually.True(t, "the page file", func() bool { g, ok := filePage(t, dir); return ok && g == 1 })

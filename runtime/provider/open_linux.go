@@ -101,11 +101,7 @@ func New(cfg Config) (*Provider, error) {
 // checked directory as its copy (shm.OpenWriter opens the file relative to
 // the directory, never through a symbolic link).
 func openPage(sd *statedir.Dir) (*shm.Writer, error) {
-	w, err := shm.OpenWriter(filepath.Join(sd.Path(), statedir.PageFile))
-	if err != nil {
-		return nil, fmt.Errorf("opening generation page for writing: %w", err)
-	}
-	return w, nil
+	return shm.OpenWriter(filepath.Join(sd.Path(), statedir.PageFile))
 }
 
 // lockDir takes the state directory's lock so that two providers never share

@@ -14,7 +14,16 @@ import (
 	"github.com/snapsafe/snapsafe/shm"
 )
 
-func (l *logBuffer) count(level string) int { return strings.Count(l.String(), "level="+level) }
+// count counts the lines at level that mention about.
+func (l *logBuffer) count(level, about string) int {
+	n := 0
+	for _, line := range l.lines(about) {
+		if strings.Contains(line, "level="+level) {
+			n++
+		}
+	}
+	return n
+}
 
 // startLoggingProvider is startProvider with the log kept, and the periodic
 // page check slowed down so that the test drives the checks itself.
@@ -104,7 +113,7 @@ func TestPageDamageLoggedOncePerIncident(t *testing.T) {
 	if _, err := tp.Bump(shm.ReasonForced, 0); err != nil {
 		t.Fatalf("bump with a damaged page file: %v", err)
 	}
-	if w, e := log.count("WARN"), log.count("ERROR"); w != 1 || e != 1 {
+	if w, e := log.count("WARN", "page file"), log.count("ERROR", "page file"); w != 1 || e != 1 {
 		t.Fatalf("%d warnings and %d errors for one incident, want 1 and 1", w, e)
 	}
 	if !strings.Contains(log.String(), "remove it") {
@@ -126,7 +135,7 @@ func TestPageDamageLoggedOncePerIncident(t *testing.T) {
 	}
 	tp.checkPage()
 	tp.checkPage()
-	if w := log.count("WARN"); w != 2 {
+	if w := log.count("WARN", "page file"); w != 2 {
 		t.Fatalf("%d warnings after a second incident, want 2", w)
 	}
 }

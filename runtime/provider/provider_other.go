@@ -2,7 +2,10 @@
 
 package provider
 
-import "fmt"
+import (
+	"fmt"
+	"net"
+)
 
 // New is not supported on this system.
 func New(cfg Config) (*Provider, error) {
@@ -23,3 +26,6 @@ func (*Provider) closeListener() {}
 
 // sync never runs here: no provider, no high-water file.
 func (h *highWater) sync() error { return ErrNotSupported }
+
+// readProc never runs here: no peer exists.
+func readProc(*net.UnixConn, int32) (procInfo, error) { return procInfo{}, ErrNotSupported }

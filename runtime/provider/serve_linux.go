@@ -33,7 +33,7 @@ func (p *Provider) accept() error {
 		c, err := p.admit(conn)
 		if err != nil {
 			// Refused: the peer gets the reason as an error with id 0, its
-			// first and only message (docs/ABI.md §3.6).
+			// first and only message (docs/ABI.md §3.7).
 			_, _ = conn.Write(wire.EncodeError(0, wire.CodeLimit, err.Error()))
 			conn.Close()
 			continue

@@ -141,9 +141,10 @@ func TestNewRefusesSymlinkedDir(t *testing.T) {
 }
 
 // TestNewRefusesPlantedLinks: a symbolic or hard link planted in the state
-// directory under the page's or the lock's name is refused, and the file it
-// points to keeps its contents and mode (the page would be truncated to
-// 4096 bytes and made 0444; the lock truncated and given a pid).
+// directory under the lock's name is refused, one under the page's name is
+// replaced by a file of the provider's own, and the file either points to
+// keeps its contents and mode (the page would be truncated to 4096 bytes
+// and made 0444; the lock truncated and given a pid).
 func TestNewRefusesPlantedLinks(t *testing.T) {
 	const precious = "precious contents\n"
 	for _, name := range []string{statedir.PageFile, statedir.LockFile} {
@@ -189,6 +190,17 @@ func TestNewRefusesPlantedLinks(t *testing.T) {
 						t.Fatalf("the link's target now has mode %v and %d bytes: written through the link", fi.Mode().Perm(), len(got))
 					}
 				}
+				// The page is replaced by a file of the provider's own (the
+				// link's target untouched); the lock file is refused.
+				if name == statedir.PageFile {
+					if newErr != nil {
+						t.Fatalf("New with a planted %s: %v, want the link replaced", kind, newErr)
+					}
+					if fi, err := os.Lstat(planted); err != nil || !fi.Mode().IsRegular() {
+						t.Fatalf("%s after New: %v, %v; want a regular file of the provider's", planted, fi, err)
+					}
+					return
+				}
 				wantRefused(t, newErr, planted)
 			})
 		}
@@ -226,4 +238,39 @@ func TestSecondProviderNamesFirst(t *testing.T) {
 	if !errors.Is(err, ErrProviderRunning) || !strings.Contains(err.Error(), "(pid "+strconv.Itoa(os.Getpid())+")") {
 		t.Fatalf("second provider: %v, want ErrProviderRunning naming pid %d", err, os.Getpid())
 	}
+}
+
+// TestLockFileIsPrivate: flock needs no write permission, so a lock file
+// others could open would let any user hold a shared lock on it and keep
+// every later provider from starting. The lock is 0600 (an older 0644 one
+// is made so), and uid 65534 cannot take it.
+func TestLockFileIsPrivate(t *testing.T) {
+	testdevice.RequireRoot(t, "to try the lock as uid 65534")
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		t.Fatalf("setpriv (util-linux) is needed to act as uid 65534: %v", err)
+	}
+	flock, err := exec.LookPath("flock")
+	if err != nil {
+		t.Fatalf("flock (util-linux) is needed to act as uid 65534: %v", err)
+	}
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	lock := filepath.Join(dir, statedir.LockFile)
+	if err := os.WriteFile(lock, nil, 0o644); err != nil { // as an older provider left it
+		t.Fatal(err)
+	}
+	tp := startProvider(t, dir)
+	if fi, err := os.Stat(lock); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("lock file: %v; want mode 0600 (got %v)", err, fi.Mode().Perm())
+	}
+	tp.stop()
+	// The attack: a shared lock held by another user while the provider is down.
+	out, err := exec.Command(setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", flock, "-n", "-s", lock, "true").CombinedOutput()
+	if err == nil {
+		t.Fatalf("uid 65534 took a lock on %s: %s", lock, out)
+	}
+	startProvider(t, dir) // and a restart still works
 }
