@@ -406,7 +406,11 @@ func (k *Cached[T]) follow(ctx context.Context, w *Watcher, refresh bool) *Watch
 	defer close(stop)
 	k.pumps.Add(1)
 	go k.pump(ctx, w, events, stop)
-	acked := w.Generation() // a new watcher is up to date with it
+	// The newest generation acknowledged on w: only there to save
+	// redundant acks (the provider accepts an ack of the current
+	// generation at any time). Not w.Generation(), which may already name
+	// a generation announced after the watcher registered.
+	var acked uint64
 	for {
 		if refresh {
 			acked = k.adapt(ctx, w, acked)
