@@ -147,8 +147,8 @@ var errFallback = errors.New("no provider: build a fresh value")
 // NewCached returns a Cached whose values build makes. build is called
 // with the generation the value is for (and the context of the Get that
 // needs it, or the Cached's own context, ended by Close, for a rebuild
-// after a bump); it must not call Close. Nothing is built until the first
-// Get.
+// after a bump); it must not call Get or Close of the same Cached. Nothing
+// is built until the first Get.
 //
 // NewCached registers a watcher on its own connection (ctx bounds that)
 // and starts a goroutine that the Cached owns until Close: it follows the

@@ -201,6 +201,30 @@ func TestCachedNeverStale(t *testing.T) {
 	t.Logf("%d Gets, %d gave up with ErrNewGeneration, %d builds", getCount.Load(), newGens.Load(), len(bs.n))
 }
 
+// TestCachedGetFastPath: while the generation holds, Get allocates nothing
+// and takes no lock (it returns while the test holds the Cached's mutex).
+func TestCachedGetFastPath(t *testing.T) {
+	e := newCacheEnv(t)
+	k := newTestCached(t, e.c, func(ctx context.Context, g uint64) (value, error) { return value{gen: g}, nil })
+	ctx := cacheCtx(t)
+	if _, err := k.Get(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := testing.AllocsPerRun(100, func() { k.Get(ctx) }); n != 0 {
+		t.Fatalf("Get allocates %v times per call, want 0", n)
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock() // also when eventually fails: Close needs it
+	var done atomic.Bool
+	go func() {
+		if v, err := k.Get(ctx); err != nil || v.gen != e.c.Generation() {
+			t.Errorf("Get: %+v, %v", v, err)
+		}
+		done.Store(true)
+	}()
+	eventually.True(t, "Get returning while the Cached's mutex is held", done.Load)
+}
+
 // TestCachedRecheckAfterBuild: a bump during the build discards its value;
 // Get builds again and returns the value for the new generation.
 func TestCachedRecheckAfterBuild(t *testing.T) {
