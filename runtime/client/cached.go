@@ -42,10 +42,10 @@ import (
 // When the provider goes away (the watcher's connection closes), Get fails
 // with an error matching ErrProviderGone, unless RebuildWithoutProvider:
 // the page no longer moves, so a restore would go unseen, and a cached
-// value might be one that every clone shares. The Cached watches again
-// once a provider runs on the Client's directory (the page keeps its inode
-// across restarts), then builds for the new generation and acknowledges
-// it.
+// value might be one that every clone shares. That lasts: the Client maps
+// the sealed page of the provider it attached to, which never moves again
+// once that provider is gone, so after a provider restart attach a new
+// Client and make a new Cached (csprng re-attaches by itself).
 //
 // The value lives in ordinary Go memory, which a snapshot copies: Get never
 // returns it after a restore the provider has seen, but the bytes may
@@ -154,7 +154,7 @@ var errFallback = errors.New("no provider: build a fresh value")
 // and starts a goroutine that the Cached owns until Close: it follows the
 // watcher, rebuilds as soon as a new generation is announced (so that the
 // acknowledgement does not wait for the next Get), acknowledges, and
-// watches again after the provider restarts.
+// watches again if its watcher's connection alone was lost.
 func NewCached[T any](ctx context.Context, c *Client, build func(ctx context.Context, gen uint64) (T, error), opts ...CacheOption) (*Cached[T], error) {
 	return newCached(ctx, c, build, cacheHooks{}, opts)
 }
@@ -486,8 +486,12 @@ func (k *Cached[T]) adapt(ctx context.Context, w *Watcher, acked uint64) uint64 
 	return acked
 }
 
-// rewatch registers a new watcher once a provider is back, retrying with a
-// growing delay; it returns nil when ctx ends or connDone (if any) closes.
+// rewatch registers a new watcher after the watcher's connection was lost
+// while the Client's stays up, retrying with a growing delay; it returns nil
+// when ctx ends, when connDone (if any) closes, or when the Client's own
+// connection is gone: the Client's page is the sealed page of the provider
+// it attached to, which never moves again once that provider is gone, so a
+// Cached of that Client never serves again (attach a new Client).
 func (k *Cached[T]) rewatch(ctx context.Context, connDone <-chan struct{}) *Watcher {
 	delay := rewatchFirst
 	for {
@@ -495,6 +499,9 @@ func (k *Cached[T]) rewatch(ctx context.Context, connDone <-chan struct{}) *Watc
 		select {
 		case <-t.C:
 		case <-connDone:
+			t.Stop()
+			return nil
+		case <-k.c.Done():
 			t.Stop()
 			return nil
 		case <-ctx.Done():

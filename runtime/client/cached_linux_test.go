@@ -488,9 +488,10 @@ func TestCachedBuildPanics(t *testing.T) {
 }
 
 // TestCachedProviderGone: once the provider is gone Get fails with
-// ErrProviderGone (the page no longer moves: a restore would go unseen);
-// when a provider starts again on the directory the Cached watches again,
-// rebuilds for the new generation and acknowledges it.
+// ErrProviderGone (the page no longer moves: a restore would go unseen),
+// and keeps failing when a provider starts again on the directory, since
+// the Client's sealed page belongs to the provider that is gone; a new
+// Client's Cached serves the new provider's generation.
 func TestCachedProviderGone(t *testing.T) {
 	e := newCacheEnv(t)
 	var bs builds
@@ -519,24 +520,31 @@ func TestCachedProviderGone(t *testing.T) {
 		t.Fatalf("reported %v, want ErrProviderGone", err)
 	}
 
+	// A new provider does not revive it: its Client's page belongs to the
+	// provider that is gone. Fence: the new provider is serving, and a new
+	// Client's Cached adapts to it, while the old one still refuses.
 	tp := testprovider.Start(t, provider.Config{Dir: e.dir}) // bumps at start
-	e.tp = tp
-	g := e.c.Generation()
-	if g != tp.Generation() {
-		t.Fatalf("the page shows %d, the new provider %d", g, tp.Generation())
+	c2, err := Attach(e.dir)
+	if err != nil {
+		t.Fatal(err)
 	}
-	eventually.True(t, "the Cached watching the new provider, adapted", func() bool {
-		w, o := e.status()
-		return w == 1 && o == 0 && bs.of(g) == 1
+	defer c2.Close()
+	var bs2 builds
+	k2 := newTestCached(t, c2, func(ctx context.Context, g uint64) (value, error) {
+		bs2.add(g)
+		return value{gen: g}, nil
 	})
-	if v, err := k.Get(ctx); err != nil || v.gen != g {
-		t.Fatalf("Get after the restart: %+v, %v; want generation %d", v, err, g)
+	g := tp.Generation()
+	if v, err := k2.Get(ctx); err != nil || v.gen != g {
+		t.Fatalf("a new Client's Cached after the restart: %+v, %v; want generation %d", v, err, g)
 	}
-	g = e.bump()
-	eventually.True(t, "the bump after the restart acknowledged", func() bool {
-		_, o := e.status()
-		return o == 0 && bs.of(g) == 1
-	})
+	if _, err := k.Get(ctx); !errors.Is(err, ErrProviderGone) {
+		t.Fatalf("the old Client's Cached after the restart: %v, want ErrProviderGone", err)
+	}
+	if bs.of(g) != 0 {
+		t.Fatalf("the old Client's Cached built for the new provider's generation %d", g)
+	}
+
 }
 
 // TestCachedRebuildWithoutProvider: with the option, Get builds a fresh
