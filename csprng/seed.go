@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"errors"
 
+	"github.com/snapsafe/snapsafe/internal/cpurand"
 	"github.com/snapsafe/snapsafe/shm"
 )
 
@@ -47,6 +48,11 @@ func freshKey(src *source, key *[keySize]byte) (g, v uint64, n next, ok bool) {
 // that no pointer escapes through the function value (no allocation).
 var seedKey = func(g uint64) (key [keySize]byte) {
 	kernelRead(key[:])
+	// Defence in depth: where the CPU has an RNG, its output is mixed in,
+	// so that a key is fresh even if the kernel's pool had not been
+	// reseeded yet after a restore (a signal that precedes the kernel's
+	// own reseed). XOR with an independent source never weakens the key.
+	cpurand.XOR(key[:])
 	return key
 }
 

@@ -60,7 +60,11 @@ const (
 	ReasonACPI    Reason = 2 // the ACPI VMGENID device signalled a restore
 	ReasonVMClock Reason = 3 // the VMClock vm_generation_counter changed
 	ReasonForced  Reason = 4 // a privileged client forced a bump
+	ReasonHost    Reason = 5 // the host pushed a restore (POST /v1/restore)
 )
+
+// Reasons lists every reason a bump can have, for metrics.
+var Reasons = []Reason{ReasonStartup, ReasonACPI, ReasonVMClock, ReasonForced, ReasonHost}
 
 func (r Reason) String() string {
 	switch r {
@@ -74,6 +78,8 @@ func (r Reason) String() string {
 		return "vmclock"
 	case ReasonForced:
 		return "forced"
+	case ReasonHost:
+		return "host"
 	}
 	return "unknown"
 }

@@ -73,3 +73,26 @@ func word(seed bool) (uint64, bool) {
 	}
 	return 0, false
 }
+
+// hasRDRAND: XOR uses RDRAND, which is fast (RDSEED waits for the
+// conditioner and is meant for seeding other generators, as Read does).
+var hasRDRAND = cpuid.CPU.Supports(cpuid.RDRAND)
+
+// XOR mixes the CPU's RNG output (RDRAND) into b, whole words only, and
+// reports how many bytes it mixed: defence in depth for a key that already
+// came from the kernel, so a failing or untrustworthy CPU RNG can take
+// nothing away.
+func XOR(b []byte) int {
+	if !hasRDRAND {
+		return 0
+	}
+	n := 0
+	for ; n+8 <= len(b); n += 8 {
+		v, ok := word(false)
+		if !ok {
+			break
+		}
+		binary.LittleEndian.PutUint64(b[n:], binary.LittleEndian.Uint64(b[n:])^v)
+	}
+	return n
+}

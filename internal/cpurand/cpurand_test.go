@@ -22,3 +22,16 @@ func TestRead(t *testing.T) {
 		t.Fatalf("CPU RNG output repeats or is zero: %x %x", a, b)
 	}
 }
+
+// TestXOR: mixing changes the buffer (where the CPU has RDRAND) and keeps
+// whatever was there in the part it did not reach.
+func TestXOR(t *testing.T) {
+	b := make([]byte, 36)
+	n := XOR(b)
+	if n == 0 {
+		t.Skip("this CPU offers no RDRAND: nothing to mix")
+	}
+	if n != 32 || bytes.Equal(b[:32], make([]byte, 32)) || !bytes.Equal(b[32:], make([]byte, 4)) {
+		t.Fatalf("XOR mixed %d bytes: %x", n, b)
+	}
+}

@@ -10,17 +10,25 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Reseed credits entropy (fresh input from outside this machine's memory:
-// the host's, the CPU's RNG) to the kernel's pool, then forces the CRNG to
-// reseed, so that getrandom's output no longer follows from any state a
-// snapshot captured. It fails with an error matching ErrNotPermitted
-// without CAP_SYS_ADMIN. An empty entropy only forces the reseed.
-func Reseed(entropy []byte) error {
+// Reseed adds fresh input from outside this machine's memory to the
+// kernel's pool — entropy credited as such (the host's), extra mixed in
+// without credit (the CPU's RNG, which the kernel may already trust or
+// not, as random.trust_cpu says) — then forces the CRNG to reseed, so that
+// getrandom's output no longer follows from any state a snapshot captured.
+// It fails with an error matching ErrNotPermitted without CAP_SYS_ADMIN.
+// With neither, it only forces the reseed.
+func Reseed(entropy, extra []byte) error {
 	f, err := os.OpenFile("/dev/urandom", os.O_WRONLY, 0)
 	if err != nil {
 		return fmt.Errorf("reseeding the kernel RNG: %w", err)
 	}
 	defer f.Close()
+	if len(extra) > 0 {
+		// A write mixes bytes into the pool and credits nothing.
+		if _, err := f.Write(extra); err != nil {
+			return fmt.Errorf("mixing into the kernel RNG: %w", err)
+		}
+	}
 	if len(entropy) > 0 {
 		// struct rand_pool_info { int entropy_count; int buf_size; __u32 buf[]; }
 		info := make([]byte, 8, 8+len(entropy))

@@ -14,7 +14,7 @@ import (
 func TestMain(m *testing.M) {
 	if os.Getenv("KERNELRNG_TEST_CHILD") == "1" {
 		// Run unprivileged: the reseed must be refused.
-		err := Reseed(make([]byte, 32))
+		err := Reseed(make([]byte, 32), nil)
 		if errors.Is(err, ErrNotPermitted) {
 			os.Exit(0)
 		}
@@ -35,10 +35,10 @@ func errString(err error) string {
 // refused with ErrNotPermitted.
 func TestIntegrationReseed(t *testing.T) {
 	testdevice.RequireRoot(t, "RNDADDENTROPY and RNDRESEEDCRNG need CAP_SYS_ADMIN")
-	if err := Reseed([]byte("host entropy for the test, 32 B!")); err != nil {
+	if err := Reseed([]byte("host entropy for the test, 32 B!"), []byte("cpu")); err != nil {
 		t.Fatalf("Reseed as root: %v", err)
 	}
-	if err := Reseed(nil); err != nil {
+	if err := Reseed(nil, nil); err != nil {
 		t.Fatalf("Reseed with no entropy as root: %v", err)
 	}
 	// The test binary lives where uid 65534 cannot reach it: run a copy.

@@ -26,16 +26,26 @@ type Status struct {
 	// WatcherList describes every watcher (docs/ABI.md §3.1), Hooks every
 	// restore hook. The control protocol carries them in a memfd of their
 	// own (request 0x0a), not in the status reply.
-	WatcherList []Watcher  `json:"watcher_list"`
-	Hooks       []Hook     `json:"hooks"`
-	Waiting     int        `json:"waiting"`
-	Clients     int        `json:"clients"`
-	Refused     uint64     `json:"refused"` // connections refused (bounds on clients) since the start
-	Regions     int        `json:"regions"`
-	RegionBytes int        `json:"region_bytes"`
-	Bumps       uint64     `json:"bumps"`
-	Backend     string     `json:"backend"`
-	Source      SourceInfo `json:"source"`
+	WatcherList []Watcher `json:"watcher_list"`
+	Hooks       []Hook    `json:"hooks"`
+	Waiting     int       `json:"waiting"`
+	Clients     int       `json:"clients"`
+	Refused     uint64    `json:"refused"` // connections refused (bounds on clients) since the start
+	Regions     int       `json:"regions"`
+	RegionBytes int       `json:"region_bytes"`
+	Bumps       uint64    `json:"bumps"`
+	// BumpsByReason counts the bumps by reason (startup, acpi, vmclock,
+	// forced, host).
+	BumpsByReason map[string]uint64 `json:"bumps_by_reason"`
+	// KernelReseeded says whether the kernel RNG is known to have been
+	// reseeded for the current generation (the kernel's own VM-fork
+	// record, or a reseed the provider forced); KernelReseed says how, or
+	// why not. A client that reseeds from getrandom when it is false may get
+	// the snapshot's stream in every clone.
+	KernelReseeded bool       `json:"kernel_reseeded"`
+	KernelReseed   string     `json:"kernel_reseed"`
+	Backend        string     `json:"backend"`
+	Source         SourceInfo `json:"source"`
 	// VMGenID is the ACPI VMGENID probe, whatever the backend.
 	VMGenID     VMGenID   `json:"vmgenid"`
 	Epoch       string    `json:"epoch"`

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/snapsafe/snapsafe/acpi"
 	"github.com/snapsafe/snapsafe/backend"
 	"github.com/snapsafe/snapsafe/runtime/internal/wire"
 	"github.com/snapsafe/snapsafe/shm"
@@ -21,7 +22,11 @@ func (p *Provider) onEvent(ev backend.Event) {
 	if ev.Kind == backend.KindVMClock {
 		reason = shm.ReasonVMClock
 	}
-	gen, err := p.Bump(reason, 0)
+	// Only the kernel's own fork record proves that the kernel reseeded.
+	proven := ev.Kind == backend.KindACPI && ev.Signal == acpi.SignalKmsg && !ev.Lost
+	p.mu.Lock()
+	gen, err := p.bumpWithLocked(reason, 0, proven, nil)
+	p.mu.Unlock()
 	if err != nil {
 		p.log.Error("bump failed", "signal", ev.Signal, "err", err)
 		return
@@ -58,22 +63,24 @@ const (
 func (p *Provider) Bump(reason shm.Reason, floor uint64) (uint64, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.closed {
-		return 0, errors.New("provider is shutting down")
-	}
 	if reason == shm.ReasonForced {
 		if err := checkFloor(p.gen.Load(), floor); err != nil {
 			return 0, err
 		}
 	}
-	return p.bumpLocked(reason, floor)
+	return p.bumpWithLocked(reason, floor, false, nil)
 }
 
-// bumpLocked is Bump without the bounds of forced bumps. It checks the page
+// bumpWithLocked is Bump without the bounds of forced bumps. It checks the page
 // file first: the new generation is also above a plausible generation a
 // damaged file showed its readers (see pagefile.go). The high-water mark is
 // recorded before the generation is published.
-func (p *Provider) bumpLocked(reason shm.Reason, floor uint64) (uint64, error) {
+//
+// Before publishing, the kernel RNG is reseeded unless proven (reseedLocked).
+func (p *Provider) bumpWithLocked(reason shm.Reason, floor uint64, proven bool, entropy []byte) (uint64, error) {
+	if p.closed {
+		return 0, errors.New("provider is shutting down")
+	}
 	cur := p.gen.Load()
 	damage := p.page.Check()
 	floor = max(floor, p.seenFloorLocked(damage))
@@ -82,6 +89,7 @@ func (p *Provider) bumpLocked(reason shm.Reason, floor uint64) (uint64, error) {
 		return 0, fmt.Errorf("generation %d is the last one: generations stop at 2^64-2", cur)
 	}
 	next := max(floor, cur+1)
+	p.reseed = p.reseedLocked(proven, entropy)
 	p.recordHighWaterLocked(next)
 	p.page.Publish(shm.Update{
 		Generation: next,
@@ -96,6 +104,10 @@ func (p *Provider) bumpLocked(reason shm.Reason, floor uint64) (uint64, error) {
 	p.gen.Store(next)
 	p.bumps++
 	p.outdated = p.tracked
+	p.bumpsBy[reason]++
+	p.bumpedAt = time.Now()
+	p.changedLocked()
+	p.adaptedLocked() // at once when nobody is tracked
 	for c := range p.conns {
 		if c.watcher {
 			select {

@@ -22,14 +22,17 @@ import (
 // Run to start it and Close to release everything.
 func New(cfg Config) (*Provider, error) {
 	p := &Provider{
-		dir:      cfg.Dir,
-		log:      cfg.Logger,
-		source:   cfg.Source,
-		bumpGID:  -1,
-		trackGID: -1,
-		started:  time.Now(),
-		ready:    make(chan struct{}),
-		conns:    make(map[*peer]struct{}),
+		dir:       cfg.Dir,
+		log:       cfg.Logger,
+		source:    cfg.Source,
+		bumpGID:   -1,
+		trackGID:  -1,
+		changed:   make(chan struct{}),
+		bumpsBy:   make(map[shm.Reason]uint64),
+		onAdapted: cfg.OnAdapted,
+		started:   time.Now(),
+		ready:     make(chan struct{}),
+		conns:     make(map[*peer]struct{}),
 	}
 	if p.dir == "" {
 		p.dir = DefaultDir()

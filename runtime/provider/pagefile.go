@@ -57,7 +57,7 @@ func (p *Provider) checkPage() {
 		return
 	}
 	if floor := p.seenFloorLocked(d); floor > 0 {
-		if gen, err := p.bumpLocked(shm.ReasonForced, floor); err != nil {
+		if gen, err := p.bumpWithLocked(shm.ReasonForced, floor, false, nil); err != nil {
 			p.log.Error("bumping above the generation the damaged page file shows", "err", err)
 		} else {
 			p.log.Info("bumped above the generation the damaged page file showed", "generation", gen, "seen", d.Seen)

@@ -36,6 +36,10 @@ type Config struct {
 	// up orchestrator waits); anyone else may watch, untracked. When empty,
 	// every watcher is tracked.
 	TrackGroup string
+	// OnAdapted, when set, is called (under the provider's lock: keep it
+	// short) once per bump with the time from the bump until no tracked
+	// watcher was outdated: the host endpoint's adapt histogram.
+	OnAdapted func(time.Duration)
 	// Logger receives the provider's logs; slog.Default() when nil.
 	Logger *slog.Logger
 
@@ -95,17 +99,23 @@ type Provider struct {
 
 	bounds bounds
 
-	mu          sync.Mutex
-	conns       map[*peer]struct{}
-	ledger      ledger // what each uid holds
-	refusals    refusalLog
-	watchers    int // peers that are watchers
-	tracked     int // watchers that are tracked
-	outdated    int // watchers whose ack is older than gen
-	regionBytes int
-	bumps       uint64
-	closed      bool
-	wg          sync.WaitGroup
+	mu           sync.Mutex
+	conns        map[*peer]struct{}
+	ledger       ledger // what each uid holds
+	refusals     refusalLog
+	changed      chan struct{} // closed (and replaced) when gen or outdated changes; WaitAdapted sleeps on it
+	bumpedAt     time.Time     // when the last bump was published; zero once it was adapted to
+	onAdapted    func(time.Duration)
+	bumpsBy      map[shm.Reason]uint64
+	reseed       reseedState // the kernel RNG's reseed for the current generation
+	reseedWarned bool
+	watchers     int // peers that are watchers
+	tracked      int // watchers that are tracked
+	outdated     int // watchers whose ack is older than gen
+	regionBytes  int
+	bumps        uint64
+	closed       bool
+	wg           sync.WaitGroup
 
 	// Incidents of the page file and the high-water file, under mu: each
 	// is logged once.

@@ -22,9 +22,11 @@ func (p *Provider) endWaitLocked(c *peer, r wire.WaitResult) {
 
 // checkWaitsLocked ends every wait once no watcher is outdated.
 func (p *Provider) checkWaitsLocked() {
+	p.changedLocked()
 	if p.outdated != 0 {
 		return
 	}
+	p.adaptedLocked()
 	for c := range p.conns {
 		if c.waiting {
 			p.endWaitLocked(c, wire.WaitOK)
