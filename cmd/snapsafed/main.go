@@ -14,11 +14,13 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/snapsafe/snapsafe/backend"
 	"github.com/snapsafe/snapsafe/backend/vmclock"
 	"github.com/snapsafe/snapsafe/runtime/provider"
+	"github.com/snapsafe/snapsafe/runtime/provider/hostapi"
 )
 
 func main() {
@@ -38,6 +40,9 @@ func run(args []string) int {
 	source := fs.String("backend", "auto", "event source: auto, acpi, vmclock or manual")
 	synthetic := fs.Bool("accept-synthetic", false, "also count root-written synthetic uevents on the VMGENID device (for tests)")
 	group := fs.String("bump-group", "", "group whose members may force bumps (besides root and CAP_CHECKPOINT_RESTORE)")
+	var hostListen listFlag
+	fs.Var(&hostListen, "host-listen", "serve the host endpoint (docs/host-api.md) on tcp:HOST:PORT, unix:PATH or vsock:PORT; repeatable")
+	hostToken := fs.String("host-token-file", "", "file holding the bearer token that lets a peer other than the host's vsock push restores (mode 0600)")
 	trackGroup := fs.String("track-group", "", "only root, the provider's user and members of this group are tracked watchers (hold up waits); default: every watcher")
 	vmclockPath := fs.String("vmclock-path", vmclock.DefaultPath, "VMClock device for the vmclock backend")
 	// Hidden from -h: for tests only. It adds one exact kernel record
@@ -106,8 +111,22 @@ func run(args []string) int {
 	} else {
 		log.Warn("event source: restores will not be detected", "backend", src.Name(), "detects_restores", false, "why", info.Why)
 	}
+	if *hostToken != "" && len(hostListen) == 0 {
+		fmt.Fprintln(os.Stderr, "snapsafed: --host-token-file needs --host-listen: name where the host endpoint listens")
+		return 2
+	}
+	var host *hostapi.Server
+	if len(hostListen) > 0 {
+		if host, err = hostapi.New(hostapi.Config{Listen: hostListen, TokenFile: *hostToken, Logger: log}); err != nil {
+			fmt.Fprintf(os.Stderr, "snapsafed: %v\n", err)
+			return 1
+		}
+	}
 	cfg := provider.Config{Dir: *dir, Source: src, BumpGroup: *group, TrackGroup: *trackGroup, Logger: log,
 		MaxClients: *maxClients, MaxClientsPerUID: *maxPerUID, MaxRegionBytesPerUID: *regionPerUID}
+	if host != nil {
+		cfg.OnAdapted = host.ObserveAdapt
+	}
 	if isSet(fs, "reserved-clients") {
 		// Unset, the reserve follows --max-clients (a quarter of it at most).
 		cfg.ReservedClients = *reserved
@@ -129,14 +148,31 @@ func run(args []string) int {
 	go func() { done <- p.Run(ctx) }()
 	select {
 	case <-p.Ready():
-		if err := sdNotify("READY=1"); err != nil {
-			log.Warn("telling the service manager we are ready", "err", err)
-		}
 	case err := <-done:
 		log.Error("provider failed", "err", err)
 		return 1
 	}
-	err = <-done
+	// The host endpoint answers only once the page is published; it stops
+	// with the provider (ctx), and a failing endpoint stops the provider.
+	hostDone := make(chan error, 1)
+	if host != nil {
+		go func() { hostDone <- host.Serve(ctx, p) }()
+	}
+	if err := sdNotify("READY=1"); err != nil {
+		log.Warn("telling the service manager we are ready", "err", err)
+	}
+	select {
+	case err = <-done:
+		stop()
+		if host != nil {
+			<-hostDone // ctx is done: the endpoint finishes its requests and stops
+		}
+	case err = <-hostDone:
+		log.Error("host endpoint failed", "err", err)
+		stop()
+		<-done
+		return 1
+	}
 	_ = sdNotify("STOPPING=1")
 	if err != nil {
 		log.Error("provider failed", "err", err)
@@ -160,3 +196,9 @@ func printFlags(fs *flag.FlagSet) {
 	})
 	shown.PrintDefaults()
 }
+
+// listFlag is a repeatable string flag.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }
