@@ -85,6 +85,7 @@ func (p *Provider) Bump(reason shm.Reason, floor uint64) (uint64, error) {
 	p.gen.Store(next)
 	p.bumps++
 	p.outdated = p.tracked
+	p.bumpHooksLocked(reason, next) // hooks.go: runnable hooks are outdated too (not for the start-up bump)
 	for c := range p.conns {
 		if c.watcher {
 			select {
