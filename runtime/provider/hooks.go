@@ -39,9 +39,11 @@ type hookSet struct {
 	gen    uint64
 	reason shm.Reason
 	// scanned is the generation list was last scanned for. While a
-	// generation the hooks have to handle has not been scanned for, the
-	// scan itself counts as one outdated hook: a hook added to the
-	// directory since the last scan must hold up waits too.
+	// generation the hooks have to handle has not been scanned for and no
+	// hook of the list is outdated, the scan itself counts as one outdated
+	// hook: a hook added to an empty directory since the last scan must
+	// hold up waits too. (When one of the list is outdated, it stays so
+	// until after the scan, which comes before any run.)
 	scanned uint64
 	// list is what the last scan found, in lexical order: hooks, refused
 	// ones included, or the refused directory alone.
@@ -90,17 +92,17 @@ func newHookSet(cfg Config) (*hookSet, error) {
 }
 
 // outdatedLocked counts the hooks that have not handled generation cur:
-// every runnable hook whose last good run was for an older one, and the
-// scan for cur while it is still to come.
+// every runnable hook whose last good run was for an older one; or, when
+// there is none, 1 while the scan for cur is still to come.
 func (h *hookSet) outdatedLocked(cur uint64) int {
 	n := 0
-	if h.gen == cur && h.scanned != cur {
-		n++
-	}
 	for _, e := range h.list {
 		if e.refused == "" && e.upTo != cur {
 			n++
 		}
+	}
+	if n == 0 && h.gen == cur && h.scanned != cur {
+		n = 1
 	}
 	return n
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 	"github.com/snapsafe/snapsafe/internal/testdevice"
 	"github.com/snapsafe/snapsafe/runtime/api"
 	"github.com/snapsafe/snapsafe/runtime/client"
+	"github.com/snapsafe/snapsafe/shm"
 	"golang.org/x/sys/unix"
 )
 
@@ -113,7 +115,13 @@ func (f *hookFixture) hooks(t *testing.T) map[string]api.Hook {
 // marks returns the lines hook name appended to OUT/name.
 func (f *hookFixture) marks(t *testing.T, name string) []string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(f.out, name))
+	return readMarks(t, f.out, name)
+}
+
+// readMarks returns the lines of out/name, nil when there is no such file.
+func readMarks(t *testing.T, out, name string) []string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(out, name))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
@@ -430,24 +438,52 @@ func TestHookDirRefused(t *testing.T) {
 
 // TestHookNewGenerationStartsOver: a generation that arrives while a hook
 // runs lets that hook finish, then the hooks start over from the first one
-// for the newest generation; the later hooks never run for the older one.
+// for the newest generation; the later hooks never run for the older one,
+// and a good run for the older one does not count for the newer.
 func TestHookNewGenerationStartsOver(t *testing.T) {
 	dir, out := newHookDirs(t)
+	// 10-slow runs until OUT/go-GENERATION exists.
 	writeHook(t, dir, out, "10-slow", mark("10-slow")+`
-while [ ! -e OUT/go ]; do sleep 0.01; done`, 0o755)
+while [ ! -e OUT/go-$SNAPSAFE_GENERATION ]; do sleep 0.01; done`, 0o755)
 	writeHook(t, dir, out, "20-mark", mark("20-mark"), 0o755)
 	f := startHooked(t, dir, out, 0)
+	release := func(g uint64) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(out, fmt.Sprintf("go-%d", g)), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Both hooks are outdated while 10-slow runs, and 20-mark pending.
+	outdated := func(step string, g, then uint64) {
+		t.Helper()
+		s := status(t, f.c)
+		if s.Outdated != 2 {
+			t.Fatalf("%s: outdated %d, want 2 (both hooks): %+v", step, s.Outdated, s.Hooks)
+		}
+		want := fmt.Sprintf("for generation %d", g)
+		if then != 0 {
+			want += fmt.Sprintf(", then again for %d", then)
+		}
+		if h := f.hooks(t)["10-slow"]; h.State != "running" || h.Reason != want {
+			t.Fatalf("%s: 10-slow %+v, want running %s", step, h, want)
+		}
+		if h := f.hooks(t)["20-mark"]; h.State != "pending" {
+			t.Fatalf("%s: 20-mark %+v, want pending", step, h)
+		}
+		f.blocked(t)
+	}
 
 	g1 := f.bump(t)
 	eventually.True(t, "10-slow to run", func() bool { return len(f.marks(t, "10-slow")) == 1 })
 	g2 := f.bump(t)
-	h := f.hooks(t)["10-slow"]
-	if want := fmt.Sprintf("for generation %d, then again for %d", g1, g2); h.State != "running" || h.Reason != want {
-		t.Fatalf("10-slow after the second bump: %+v, want running %s", h, want)
+	outdated("second bump while 10-slow runs", g1, g2)
+	release(g1)
+	eventually.True(t, "10-slow to run again", func() bool { return len(f.marks(t, "10-slow")) == 2 })
+	outdated("10-slow runs again", g2, 0)
+	if h := f.hooks(t)["10-slow"]; h.Acked != g1 {
+		t.Fatalf("10-slow acked %d, want %d: its run for the older generation exited 0", h.Acked, g1)
 	}
-	if err := os.WriteFile(filepath.Join(out, "go"), nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	release(g2)
 	f.wait(t)
 	if got, want := f.marks(t, "10-slow"), []string{genMark(g1, "forced"), genMark(g2, "forced")}; !slices.Equal(got, want) {
 		t.Fatalf("10-slow marked %q, want %q", got, want)
@@ -518,5 +554,79 @@ while [ $i -lt 1500 ]; do echo "line $i"; i=$((i+1)); done`, 0o755)
 	}
 	if len(f.logs.lines(fmt.Sprintf(`msg="restore hook output not logged" hook=10-flood stream=stdout generation=%d lines=500`, g))) != 1 {
 		t.Fatalf("no summary of the lines not logged:\n%s", strings.Join(f.logs.lines("not logged"), "\n"))
+	}
+}
+
+// TestHookAccounting: the hooks' share of the outdated count, step by
+// step, including the moment between a bump and the rescan of a directory
+// that had no hook, which no test with processes can catch reliably: a
+// hook added meanwhile must hold up waits from the bump on.
+func TestHookAccounting(t *testing.T) {
+	p := &Provider{hooks: &hookSet{dir: "/hooks", wake: make(chan struct{}, 1)}}
+	p.gen.Store(1)
+	check := func(step string, want int) {
+		t.Helper()
+		if p.outdated != want || p.hooks.counted != want {
+			t.Fatalf("%s: outdated %d (hooks %d), want %d", step, p.outdated, p.hooks.counted, want)
+		}
+	}
+	p.bumpHooksLocked(shm.ReasonStartup, 1)
+	p.installHooksLocked(nil, "", 1, true)
+	check("start-up with no hook", 0)
+
+	p.gen.Store(2)
+	p.outdated = 0
+	p.bumpHooksLocked(shm.ReasonACPI, 2)
+	check("bump before the rescan", 1)
+	p.installHooksLocked([]scannedHook{{name: "10-new"}, {name: "20-bad", refused: "no"}}, "", 2, false)
+	check("rescan found a runnable hook and a refused one", 1)
+	p.startHookLocked("10-new", 2)
+	p.endHookLocked("10-new", 2, false, "exit status 1")
+	check("the hook failed", 1)
+
+	p.gen.Store(3)
+	p.outdated = 0
+	p.bumpHooksLocked(shm.ReasonVMClock, 3)
+	check("bump with a hook in the list", 1)
+	p.installHooksLocked([]scannedHook{{name: "10-new"}}, "", 3, false)
+	check("rescan", 1)
+	p.endHookLocked("10-new", 3, true, "")
+	check("the hook exited 0", 0)
+	if l := p.hookListLocked(); len(l) != 1 || l[0] != (api.Hook{Name: "10-new", State: "ok", Acked: 3}) {
+		t.Fatalf("hooks: %+v", l)
+	}
+}
+
+// TestHookRunsTheCheckedFile: the hook run is the file that was opened and
+// checked, even when its path names another file by the time it runs (a
+// rename over it): it is executed through its descriptor.
+func TestHookRunsTheCheckedFile(t *testing.T) {
+	dir, out := newHookDirs(t)
+	path := writeHook(t, dir, out, "10-hook", mark("checked"), 0o755)
+	evil := writeHook(t, out, out, "evil", mark("evil"), 0o755)
+	logs := new(logBuffer)
+	p := &Provider{dir: "/run/test", log: slog.New(slog.NewTextHandler(logs, nil)),
+		hooks: &hookSet{dir: dir, timeout: eventually.Timeout}}
+	d, why := openHookDir(dir)
+	if d == nil {
+		t.Fatalf("hooks directory refused: %s", why)
+	}
+	defer d.Close()
+	h, why, err := openHook(d, "10-hook")
+	if h == nil {
+		t.Fatalf("hook refused: %q, %v", why, err)
+	}
+	defer h.Close()
+	if err := os.Rename(evil, path); err != nil {
+		t.Fatal(err)
+	}
+	if ok, why := p.execHook(context.Background(), h, "10-hook", 7, shm.ReasonACPI); !ok {
+		t.Fatalf("hook failed: %s\n%s", why, logs)
+	}
+	if got := readMarks(t, out, "checked"); !slices.Equal(got, []string{"7 acpi"}) {
+		t.Fatalf("the checked hook marked %q", got)
+	}
+	if got := readMarks(t, out, "evil"); got != nil {
+		t.Fatalf("the file renamed over the hook ran: %q", got)
 	}
 }
