@@ -630,3 +630,29 @@ func TestHookRunsTheCheckedFile(t *testing.T) {
 		t.Fatalf("the file renamed over the hook ran: %q", got)
 	}
 }
+
+// TestHookExamples: the example hooks of docs/examples/restore.d are
+// executable shell scripts that parse, and use set -eu.
+func TestHookExamples(t *testing.T) {
+	dir := filepath.Join("..", "..", "docs", "examples", "restore.d")
+	for _, name := range []string{"10-ssh-host-keys", "20-machine-id"} {
+		path := filepath.Join(dir, name)
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm()&0o111 == 0 {
+			t.Errorf("%s is not executable (%v)", path, fi.Mode())
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasPrefix(string(b), "#!/bin/sh\n") || !strings.Contains(string(b), "\nset -eu\n") {
+			t.Errorf("%s: not a #!/bin/sh script with set -eu", path)
+		}
+		if out, err := exec.Command("sh", "-n", path).CombinedOutput(); err != nil {
+			t.Errorf("sh -n %s: %v\n%s", path, err, out)
+		}
+	}
+}
