@@ -44,6 +44,8 @@ func run(args []string) int {
 	fs.Var(&hostListen, "host-listen", "serve the host endpoint (docs/host-api.md) on tcp:HOST:PORT, unix:PATH or vsock:PORT; repeatable")
 	hostToken := fs.String("host-token-file", "", "file holding the bearer token that lets a peer other than the host's vsock push restores (mode 0600)")
 	trackGroup := fs.String("track-group", "", "only root, the provider's user and members of this group are tracked watchers (hold up waits); default: every watcher")
+	hooksDir := fs.String("hooks-dir", provider.DefaultHooksDir, "run this directory's executables, in lexical order, on every new generation after the start-up one (the default only when it exists; \"\" disables)")
+	hookTimeout := fs.Duration("hook-timeout", provider.DefaultHookTimeout, "kill a restore hook, with its process group, that runs longer than this")
 	vmclockPath := fs.String("vmclock-path", vmclock.DefaultPath, "VMClock device for the vmclock backend")
 	// Hidden from -h: for tests only. It adds one exact kernel record
 	// (facility 0, "<LEVEL>TEXT" as dmesg -r prints it) that also counts as
@@ -93,6 +95,17 @@ func run(args []string) int {
 		fmt.Fprintf(os.Stderr, "snapsafed: --reserved-clients %d: must be less than --max-clients (%d)\n", *reserved, *maxClients)
 		return 2
 	}
+	if *hookTimeout <= 0 {
+		fmt.Fprintf(os.Stderr, "snapsafed: --hook-timeout %v: must be positive\n", *hookTimeout)
+		return 2
+	}
+	if !isSet(fs, "hooks-dir") {
+		// The default directory counts only when it exists; a directory
+		// named on the command line is used (and reported) even if not.
+		if _, err := os.Lstat(*hooksDir); err != nil {
+			*hooksDir = ""
+		}
+	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 
 	src, err := backend.Select(*source, backend.Options{
@@ -123,6 +136,7 @@ func run(args []string) int {
 		}
 	}
 	cfg := provider.Config{Dir: *dir, Source: src, BumpGroup: *group, TrackGroup: *trackGroup, Logger: log,
+		HooksDir: *hooksDir, HookTimeout: *hookTimeout,
 		MaxClients: *maxClients, MaxClientsPerUID: *maxPerUID, MaxRegionBytesPerUID: *regionPerUID}
 	if host != nil {
 		cfg.OnAdapted = host.ObserveAdapt

@@ -104,6 +104,7 @@ func (p *Provider) bumpWithLocked(reason shm.Reason, floor uint64, proven bool, 
 	p.gen.Store(next)
 	p.bumps++
 	p.outdated = p.tracked
+	p.bumpHooksLocked(reason, next) // hooks.go: runnable hooks are outdated too (not for the start-up bump)
 	p.bumpsBy[reason]++
 	p.bumpedAt = time.Now()
 	p.changedLocked()

@@ -17,7 +17,7 @@ type Lists struct {
 // lists describes every watcher, outdated tracked ones first, then by pid.
 func (p *Provider) lists() Lists {
 	p.mu.Lock()
-	l := Lists{Watchers: make([]api.Watcher, 0, p.watchers), Hooks: []api.Hook{}}
+	l := Lists{Watchers: make([]api.Watcher, 0, p.watchers), Hooks: p.hookListLocked()} // hooks.go
 	cur := p.gen.Load()
 	for c := range p.conns {
 		if !c.watcher {

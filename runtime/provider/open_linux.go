@@ -41,6 +41,9 @@ func New(cfg Config) (*Provider, error) {
 	if p.bounds, err = newBounds(cfg); err != nil {
 		return nil, err
 	}
+	if p.hooks, err = newHookSet(cfg); err != nil { // hooks.go
+		return nil, err
+	}
 	if p.log == nil {
 		p.log = slog.Default()
 	}

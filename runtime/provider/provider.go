@@ -40,6 +40,12 @@ type Config struct {
 	// short) once per bump with the time from the bump until no tracked
 	// watcher was outdated: the host endpoint's adapt histogram.
 	OnAdapted func(time.Duration)
+	// HooksDir, when set, is the restore hooks' directory (hooks.go,
+	// docs/hooks.md): its executables run on every new generation after
+	// the start-up one. HookTimeout bounds each run (DefaultHookTimeout
+	// when zero).
+	HooksDir    string
+	HookTimeout time.Duration
 	// Logger receives the provider's logs; slog.Default() when nil.
 	Logger *slog.Logger
 
@@ -72,6 +78,10 @@ type Config struct {
 //   - one short-lived sender per ended orchestrator wait (so that a slow peer
 //     never holds mu): started by endWaitLocked, ends when its one write
 //     completes or times out; counted in wg;
+//   - the restore-hook runner (hooks_linux.go) and, while a hook runs, its
+//     waiter and two output readers: started by Run (startHooks), stopped
+//     by Run before shutdown, which kills a running hook's process group
+//     and waits for the runner;
 //   - the refusal log's timer, while a window of refused clients is open:
 //     started by noteRefusalLocked, stopped (or waited for) by shutdown;
 //     counted in wg.
@@ -98,6 +108,7 @@ type Provider struct {
 	deferredEvents atomic.Uint64 // generation events deferred (notifier), for tests
 
 	bounds bounds
+	hooks  *hookSet // restore hooks; nil when off (hooks.go)
 
 	mu           sync.Mutex
 	conns        map[*peer]struct{}
@@ -149,6 +160,7 @@ func (p *Provider) Run(ctx context.Context) error {
 	if _, err := p.Bump(shm.ReasonStartup, 0); err != nil {
 		return err
 	}
+	stopHooks := p.startHooks() // hooks.go: scans once; no hook runs for the start-up generation
 	close(p.ready)
 	p.log.Info("provider ready", "dir", p.dir, "generation", p.Generation(), "backend", p.backend.String(), "prior", prior)
 	p.checkFDLimit()
@@ -178,6 +190,7 @@ func (p *Provider) Run(ctx context.Context) error {
 	}
 	cancel()
 	<-checked
+	stopHooks() // hooks.go: kills a running hook's process group, waits for the runner
 	p.shutdown()
 	// Both goroutines end promptly now (listener closed, ctx done); wait for
 	// them so that the caller may close the source once Run returns.
