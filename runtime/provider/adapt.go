@@ -43,7 +43,9 @@ func (p *Provider) WaitAdapted(ctx context.Context, after uint64) Adapted {
 // changedLocked wakes every WaitAdapted: the generation moved, or the
 // number of outdated watchers did.
 func (p *Provider) changedLocked() {
-	close(p.changed)
+	if p.changed != nil { // nil only in a Provider a test made by hand
+		close(p.changed)
+	}
 	p.changed = make(chan struct{})
 }
 
