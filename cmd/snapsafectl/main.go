@@ -188,6 +188,22 @@ func (c cli) printStatus(ctx context.Context, cl *client.Client, asJSON bool) in
 	fmt.Fprintf(c.stdout, "generation  %d (reason %s, %s)\n", s.Generation, s.Reason, s.BumpTime.Format(time.RFC3339Nano))
 	fmt.Fprintf(c.stdout, "epoch       %s\n", s.Epoch)
 	fmt.Fprintf(c.stdout, "watchers    %d (%d outdated, %d orchestrator waits)\n", s.Watchers, s.Outdated, s.Waiting)
+	for _, w := range s.WatcherList {
+		state := "acked"
+		switch {
+		case w.Expected:
+			state = "expected back after a restart"
+		case w.Outdated:
+			state = "OUTDATED"
+		}
+		if !w.Tracked {
+			state += ", untracked"
+		}
+		fmt.Fprintf(c.stdout, "  %-20s pid %d uid %d %s: generation %d, %s\n", labelOr(w.Label), w.PID, w.UID, w.Comm, w.Acked, state)
+	}
+	for _, h := range s.Hooks {
+		fmt.Fprintf(c.stdout, "  hook:%-15s %s %s\n", h.Name, h.State, h.Reason)
+	}
 	fmt.Fprintf(c.stdout, "clients     %d (%d wipe regions, %d bytes)\n", s.Clients, s.Regions, s.RegionBytes)
 	fmt.Fprintf(c.stdout, "backend     %s\n", s.Backend)
 	for _, k := range slices.Sorted(maps.Keys(source)) {
