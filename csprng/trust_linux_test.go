@@ -1,13 +1,12 @@
 package csprng
 
 import (
-	"os"
 	"path/filepath"
-	"syscall"
 	"testing"
 
 	"github.com/snapsafe/snapsafe/internal/testdevice"
 	"github.com/snapsafe/snapsafe/internal/testprovider"
+	"github.com/snapsafe/snapsafe/internal/testuser"
 )
 
 // TestHostileProviderNotUsed: uid 65534 runs a provider in a directory it
@@ -17,23 +16,9 @@ import (
 // a provider.
 func TestHostileProviderNotUsed(t *testing.T) {
 	testdevice.RequireRoot(t, "to run a provider as uid 65534")
-	base, err := os.MkdirTemp("", "snapsafe-shared-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(base)
-	tmp := filepath.Join(base, "tmp")
-	if err := os.Chmod(base, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Mkdir(tmp, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Chmod(tmp, 0o1777); err != nil {
-		t.Fatal(err)
-	}
+	tmp := testuser.SharedTmp(t)
 	dir := filepath.Join(tmp, "snapsafe-0")
-	testprovider.StartAs(t, &syscall.Credential{Uid: 65534, Gid: 65534}, dir)
+	testprovider.StartAs(t, testuser.Nobody, dir)
 	t.Setenv("SNAPSAFE_DIR", dir)
 	if src := attachProvider(""); src != nil {
 		src.retire()

@@ -16,6 +16,7 @@ import (
 
 	"github.com/snapsafe/snapsafe/internal/eventually"
 	"github.com/snapsafe/snapsafe/internal/testdevice"
+	"github.com/snapsafe/snapsafe/internal/testuser"
 )
 
 // The hijacked state directory, played for real: the attacker is uid
@@ -26,20 +27,6 @@ var (
 	attacker = &syscall.Credential{Uid: 65534, Gid: 65534}
 	victim   = &syscall.Credential{Uid: 65533, Gid: 65533}
 )
-
-// sharedTmpDir makes a directory like /tmp: root's, mode 01777.
-func sharedTmpDir(t *testing.T) string {
-	t.Helper()
-	base := stateDir(t) // 0755, removed at the end
-	tmp := filepath.Join(base, "tmp")
-	if err := os.Mkdir(tmp, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Chmod(tmp, 0o1777); err != nil {
-		t.Fatal(err)
-	}
-	return tmp
-}
 
 // userEnv is the environment of a user with no XDG_RUNTIME_DIR or
 // SNAPSAFE_DIR whose temporary directory is tmp.
@@ -132,7 +119,7 @@ func wantOneLine(t *testing.T, what, stderr string, words ...string) {
 // root's, nor the victim's own snapsafed uses it.
 func TestIntegrationHijackedStateDir(t *testing.T) {
 	testdevice.RequireRoot(t, "to run the attacker and the victim as uids 65534 and 65533")
-	tmp := sharedTmpDir(t)
+	tmp := testuser.SharedTmp(t)
 	env := userEnv(tmp)
 	hijacked := filepath.Join(tmp, "snapsafe-65533") // the victim's default
 	evil := startAs(t, attacker, env, hijacked, "--dir", hijacked)
@@ -190,7 +177,7 @@ func TestIntegrationHijackedStateDir(t *testing.T) {
 // directory, and that user's snapsafectl finds it by default.
 func TestIntegrationPerUserTempDir(t *testing.T) {
 	testdevice.RequireRoot(t, "to run as uid 65533")
-	tmp := sharedTmpDir(t)
+	tmp := testuser.SharedTmp(t)
 	env := userEnv(tmp)
 	dir := filepath.Join(tmp, "snapsafe-65533")
 	p := startAs(t, victim, env, dir)

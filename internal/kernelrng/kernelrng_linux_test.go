@@ -4,11 +4,11 @@ import (
 	"errors"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"syscall"
 	"testing"
 
 	"github.com/snapsafe/snapsafe/internal/testdevice"
+	"github.com/snapsafe/snapsafe/internal/testuser"
 )
 
 func TestMain(m *testing.M) {
@@ -41,26 +41,10 @@ func TestIntegrationReseed(t *testing.T) {
 	if err := Reseed(nil, nil); err != nil {
 		t.Fatalf("Reseed with no entropy as root: %v", err)
 	}
-	// The test binary lives where uid 65534 cannot reach it: run a copy.
-	dir, err := os.MkdirTemp("", "kernelrng-test-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	self, err := os.ReadFile(os.Args[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(dir, "kernelrng.test")
-	if err := os.WriteFile(bin, self, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	bin := testuser.Executable(t) // go test's build directory is private to root
 	cmd := exec.Command(bin, "-test.run=^$")
 	cmd.Env = append(os.Environ(), "KERNELRNG_TEST_CHILD=1")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: testuser.Nobody}
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("as uid 65534: %v\n%s", err, out)
 	}

@@ -8,11 +8,11 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 
+	"github.com/snapsafe/snapsafe/internal/testuser"
 	"github.com/snapsafe/snapsafe/runtime/provider"
 )
 
@@ -68,7 +68,7 @@ type Process struct {
 // run it.
 func StartAs(t testing.TB, cred *syscall.Credential, dir string) *Process {
 	t.Helper()
-	exe := sharedCopy(t)
+	exe := testuser.Executable(t)
 	cmd := exec.Command(exe)
 	cmd.Env = append(os.Environ(), childEnv+"="+dir)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
@@ -100,40 +100,4 @@ func StartAs(t testing.TB, cred *syscall.Credential, dir string) *Process {
 		t.Fatalf("provider as uid %d printed %q, want its pid", cred.Uid, line)
 	}
 	return p
-}
-
-// sharedCopy copies the running test binary into a directory every user
-// may enter (go test's own build directory is private to its user).
-func sharedCopy(t testing.TB) string {
-	t.Helper()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir, err := os.MkdirTemp("", "snapsafe-testbin-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	src, err := os.Open(self)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	exe := filepath.Join(dir, "provider")
-	dst, err := os.OpenFile(exe, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o755)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.Copy(dst, src); err != nil {
-		dst.Close()
-		t.Fatal(err)
-	}
-	if err := dst.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return exe
 }

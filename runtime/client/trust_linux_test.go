@@ -12,6 +12,7 @@ import (
 
 	"github.com/snapsafe/snapsafe/internal/testdevice"
 	"github.com/snapsafe/snapsafe/internal/testprovider"
+	"github.com/snapsafe/snapsafe/internal/testuser"
 	"github.com/snapsafe/snapsafe/runtime/client"
 	"github.com/snapsafe/snapsafe/runtime/internal/statedir"
 	"github.com/snapsafe/snapsafe/runtime/provider"
@@ -21,28 +22,6 @@ import (
 // own user, served by root or the directory's owner.
 
 var nobody = &syscall.Credential{Uid: 65534, Gid: 65534}
-
-// sharedTmp makes a directory like /tmp (root's, mode 01777) that every
-// user can reach.
-func sharedTmp(t *testing.T) string {
-	t.Helper()
-	base, err := os.MkdirTemp("", "snapsafe-shared-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(base) })
-	tmp := filepath.Join(base, "tmp")
-	if err := os.Chmod(base, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Mkdir(tmp, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Chmod(tmp, 0o1777); err != nil {
-		t.Fatal(err)
-	}
-	return tmp
-}
 
 func wantUntrusted(t *testing.T, err error, words ...string) {
 	t.Helper()
@@ -67,7 +46,7 @@ func wantUntrusted(t *testing.T, err error, words ...string) {
 // regions uid 65534's provider handed out, and can read.
 func TestAttachRefusesHostileProvider(t *testing.T) {
 	testdevice.RequireRoot(t, "to run a provider as uid 65534")
-	dir := filepath.Join(sharedTmp(t), "snapsafe-0")
+	dir := filepath.Join(testuser.SharedTmp(t), "snapsafe-0")
 	testprovider.StartAs(t, nobody, dir)
 	c, err := client.Attach(dir)
 	if err == nil {

@@ -8,14 +8,13 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/snapsafe/snapsafe/internal/testuser"
 	"github.com/snapsafe/snapsafe/runtime/client"
 	"github.com/snapsafe/snapsafe/shm"
 )
@@ -36,11 +35,7 @@ func TestMain(m *testing.M) {
 	if dir := os.Getenv(hogDirEnv); dir != "" {
 		os.Exit(runHog(dir))
 	}
-	code := m.Run()
-	if hogBin != "" {
-		os.RemoveAll(filepath.Dir(hogBin))
-	}
-	os.Exit(code)
+	os.Exit(m.Run())
 }
 
 // runHog is the hostile user. Mode conns attaches up to N clients; regions
@@ -129,47 +124,13 @@ type hog struct {
 	lines []string // what it printed up to "holding"
 }
 
-var (
-	hogBinOnce sync.Once
-	hogBin     string
-	hogBinErr  error
-)
-
-// hogBinary returns a copy of the test binary that other users may run (go
-// test's own build directory is private to root).
-func hogBinary(t *testing.T) string {
-	t.Helper()
-	hogBinOnce.Do(func() {
-		self, err := os.Executable()
-		if err != nil {
-			hogBinErr = err
-			return
-		}
-		dir, err := os.MkdirTemp("", "snapsafe-hog-")
-		if err != nil {
-			hogBinErr = err
-			return
-		}
-		os.Chmod(dir, 0o755)
-		b, err := os.ReadFile(self)
-		if err != nil {
-			hogBinErr = err
-			return
-		}
-		hogBin = filepath.Join(dir, "hog")
-		hogBinErr = os.WriteFile(hogBin, b, 0o755)
-	})
-	if hogBinErr != nil {
-		t.Fatalf("copying the test binary for the hog: %v", hogBinErr)
-	}
-	return hogBin
-}
+var ()
 
 // startHog runs a hog as uid on the provider on dir and returns once it
 // holds what it could get. It is stopped at the end of the test.
 func startHog(t *testing.T, uid uint32, dir, mode string, n, spin int) *hog {
 	t.Helper()
-	cmd := exec.Command(hogBinary(t))
+	cmd := exec.Command(testuser.Executable(t))
 	cmd.Env = append(os.Environ(), hogDirEnv+"="+dir, hogModeEnv+"="+mode,
 		hogNEnv+"="+strconv.Itoa(n), hogSpinEnv+"="+strconv.Itoa(spin))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid}}

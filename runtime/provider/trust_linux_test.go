@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/snapsafe/snapsafe/internal/testdevice"
+	"github.com/snapsafe/snapsafe/internal/testuser"
 	"github.com/snapsafe/snapsafe/runtime/internal/statedir"
 )
 
@@ -21,28 +22,6 @@ import (
 
 func newProvider(dir string) (*Provider, error) {
 	return New(Config{Dir: dir, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-}
-
-// sharedTmp makes a directory like /tmp (root's, mode 01777) that every
-// user can reach.
-func sharedTmp(t *testing.T) string {
-	t.Helper()
-	base, err := os.MkdirTemp("", "snapsafe-shared-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(base) })
-	tmp := filepath.Join(base, "tmp")
-	if err := os.Chmod(base, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Mkdir(tmp, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Chmod(tmp, 0o1777); err != nil {
-		t.Fatal(err)
-	}
-	return tmp
 }
 
 func wantRefused(t *testing.T, err error, words ...string) {
@@ -74,7 +53,7 @@ func wantEmpty(t *testing.T, dir string) {
 // Adopting it would let uid 65534 replace the page and the socket at will.
 func TestNewRefusesForeignDir(t *testing.T) {
 	testdevice.RequireRoot(t, "to create a directory as uid 65534")
-	dir := filepath.Join(sharedTmp(t), "snapsafe-0")
+	dir := filepath.Join(testuser.SharedTmp(t), "snapsafe-0")
 	mkdir := exec.Command("mkdir", "-m", "0755", dir)
 	mkdir.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 	if out, err := mkdir.CombinedOutput(); err != nil {

@@ -16,33 +16,12 @@ import (
 	"github.com/snapsafe/snapsafe/internal/eventually"
 	"github.com/snapsafe/snapsafe/internal/testdevice"
 	"github.com/snapsafe/snapsafe/internal/testprovider"
+	"github.com/snapsafe/snapsafe/internal/testuser"
 	"github.com/snapsafe/snapsafe/runtime/internal/statedir"
 	"github.com/snapsafe/snapsafe/runtime/provider"
 )
 
 var nobody = &syscall.Credential{Uid: 65534, Gid: 65534}
-
-// sharedTmp makes a directory like /tmp: owned by root, mode 01777, so that
-// any user may create entries in it; its parent is reachable by everyone.
-func sharedTmp(t *testing.T) string {
-	t.Helper()
-	base, err := os.MkdirTemp("", "snapsafe-shared-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(base) })
-	if err := os.Chmod(base, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	tmp := filepath.Join(base, "tmp")
-	if err := os.Mkdir(tmp, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(tmp, 0o1777); err != nil {
-		t.Fatal(err)
-	}
-	return tmp
-}
 
 // runAs runs argv as cred's user and fails the test if it fails.
 func runAs(t *testing.T, cred *syscall.Credential, argv ...string) {
@@ -75,7 +54,7 @@ func wantUntrusted(t *testing.T, err error, words ...string) {
 // a victim's client or provider would use, is refused by both.
 func TestOpenRefusesForeignDir(t *testing.T) {
 	testdevice.RequireRoot(t, "to create a directory as uid 65534")
-	dir := filepath.Join(sharedTmp(t), "snapsafe-0")
+	dir := filepath.Join(testuser.SharedTmp(t), "snapsafe-0")
 	runAs(t, nobody, "mkdir", "-m", "0755", dir)
 	_, err := statedir.Open(dir)
 	wantUntrusted(t, err, dir, "uid 65534", "0755")
@@ -233,7 +212,7 @@ func TestDialRefusesSwappedProvider(t *testing.T) {
 	parent := t.TempDir()
 	victim := filepath.Join(parent, "victim")
 	testprovider.Start(t, provider.Config{Dir: victim}) // root's provider
-	hostile := filepath.Join(sharedTmp(t), "hostile")
+	hostile := filepath.Join(testuser.SharedTmp(t), "hostile")
 	testprovider.StartAs(t, nobody, hostile)
 
 	d, err := statedir.Open(victim)
