@@ -2,7 +2,6 @@ package provider
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"io"
 	"log/slog"
@@ -60,28 +59,9 @@ func startBounded(t *testing.T, cfg Config, window time.Duration) (*testProvider
 	}
 	os.Chmod(dir, 0o755)
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	logs := new(logBuffer)
 	cfg.Dir = dir
-	cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
-	p, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.refusals.every = window
-	ctx, cancel := context.WithCancel(context.Background())
-	tp := &testProvider{Provider: p, cancel: cancel, done: make(chan error, 1)}
-	go func() { tp.done <- p.Run(ctx) }()
-	select {
-	case <-p.Ready():
-	case err := <-tp.done:
-		t.Fatalf("provider stopped before it was ready: %v", err)
-	}
-	t.Cleanup(func() {
-		tp.stop()
-		if t.Failed() {
-			t.Logf("provider log:\n%s", logs)
-		}
-	})
+	logs := withLog(t, &cfg)
+	tp := startWith(t, cfg, func(p *Provider) { p.refusals.every = window })
 	return tp, logs
 }
 

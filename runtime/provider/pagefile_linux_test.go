@@ -1,9 +1,7 @@
 package provider
 
 import (
-	"context"
 	"encoding/binary"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -32,26 +30,9 @@ func startLoggingProvider(t *testing.T, dir string) (*testProvider, *logBuffer) 
 	old := pageCheckInterval
 	pageCheckInterval = time.Hour
 	t.Cleanup(func() { pageCheckInterval = old })
-	log := new(logBuffer)
-	p, err := New(Config{Dir: dir, Logger: slog.New(slog.NewTextHandler(log, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	tp := &testProvider{Provider: p, cancel: cancel, done: make(chan error, 1)}
-	go func() { tp.done <- p.Run(ctx) }()
-	select {
-	case <-p.Ready():
-	case err := <-tp.done:
-		t.Fatalf("provider stopped before it was ready: %v", err)
-	}
-	t.Cleanup(func() {
-		tp.stop()
-		if t.Failed() {
-			t.Logf("provider log:\n%s", log)
-		}
-	})
-	return tp, log
+	cfg := Config{Dir: dir}
+	log := withLog(t, &cfg)
+	return startWith(t, cfg, nil), log
 }
 
 func filePage(t *testing.T, dir string) (uint64, bool) {

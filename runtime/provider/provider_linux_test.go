@@ -38,9 +38,23 @@ type testProvider struct {
 
 func startProvider(t testing.TB, dir string) *testProvider {
 	t.Helper()
-	p, err := New(Config{Dir: dir, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	return startWith(t, Config{Dir: dir}, nil)
+}
+
+// startWith runs a provider made with cfg (logs discarded unless
+// cfg.Logger is set) until the test ends; setup, if any, adjusts it before
+// it runs.
+func startWith(t testing.TB, cfg Config, setup func(*Provider)) *testProvider {
+	t.Helper()
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	p, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if setup != nil {
+		setup(p)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	tp := &testProvider{Provider: p, cancel: cancel, done: make(chan error, 1)}
@@ -52,6 +66,19 @@ func startProvider(t testing.TB, dir string) *testProvider {
 	}
 	t.Cleanup(tp.stop)
 	return tp
+}
+
+// withLog points cfg's log at a buffer for the test to read, printed if
+// the test fails.
+func withLog(t testing.TB, cfg *Config) *logBuffer {
+	logs := new(logBuffer)
+	cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("provider log:\n%s", logs)
+		}
+	})
+	return logs
 }
 
 func (tp *testProvider) stop() {
