@@ -50,6 +50,7 @@ func run(args []string) int {
 	maxPerUID := fs.Int("max-clients-per-uid", provider.DefaultMaxClientsPerUID, "connections of one user other than root and the provider's")
 	reserved := fs.Int("reserved-clients", provider.DefaultReservedClients, "connections only root and the provider's user may take (at most a quarter of --max-clients by default)")
 	regionPerUID := fs.Int("max-region-bytes-per-uid", provider.DefaultMaxRegionBytesPerUID, "wipe-region bytes of one user other than root and the provider's")
+	restartGrace := fs.Duration("restart-grace", provider.DefaultRestartGrace, "how long waits after a start wait for the previous provider's watchers to register again (0: not at all)")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: snapsafed [flags]")
 		printFlags(fs)
@@ -84,6 +85,10 @@ func run(args []string) int {
 			return 2
 		}
 	}
+	if *restartGrace < 0 {
+		fmt.Fprintf(os.Stderr, "snapsafed: --restart-grace %v: must be 0 or more\n", *restartGrace)
+		return 2
+	}
 	if isSet(fs, "reserved-clients") && *reserved >= *maxClients {
 		fmt.Fprintf(os.Stderr, "snapsafed: --reserved-clients %d: must be less than --max-clients (%d)\n", *reserved, *maxClients)
 		return 2
@@ -107,7 +112,11 @@ func run(args []string) int {
 		log.Warn("event source: restores will not be detected", "backend", src.Name(), "detects_restores", false, "why", info.Why)
 	}
 	cfg := provider.Config{Dir: *dir, Source: src, BumpGroup: *group, TrackGroup: *trackGroup, Logger: log,
-		MaxClients: *maxClients, MaxClientsPerUID: *maxPerUID, MaxRegionBytesPerUID: *regionPerUID}
+		MaxClients: *maxClients, MaxClientsPerUID: *maxPerUID, MaxRegionBytesPerUID: *regionPerUID,
+		RestartGrace: *restartGrace}
+	if *restartGrace == 0 {
+		cfg.RestartGrace = -1 // the Config's 0 is the default
+	}
 	if isSet(fs, "reserved-clients") {
 		// Unset, the reserve follows --max-clients (a quarter of it at most).
 		cfg.ReservedClients = *reserved

@@ -28,6 +28,7 @@ func (p *Provider) lists() Lists {
 			Acked: c.acked, Outdated: c.acked != cur, Tracked: c.tracked,
 		})
 	}
+	l.Watchers = append(l.Watchers, p.expectedListLocked()...)
 	p.mu.Unlock()
 	slices.SortFunc(l.Watchers, func(a, b api.Watcher) int {
 		if a.Outdated && a.Tracked != (b.Outdated && b.Tracked) {
