@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/snapsafe/snapsafe/internal/eventually"
+	"github.com/snapsafe/snapsafe/runtime/api"
 	"github.com/snapsafe/snapsafe/runtime/client"
 	"github.com/snapsafe/snapsafe/runtime/internal/statedir"
 	"github.com/snapsafe/snapsafe/runtime/internal/wire"
@@ -256,5 +257,41 @@ func TestNotExpected(t *testing.T) {
 				t.Fatalf("watchers %d, outdated %d, %+v; want none expected", s.Watchers, s.Outdated, s.WatcherList)
 			}
 		})
+	}
+}
+
+// TestListsOutdatedFirst: the watcher list puts outdated tracked watchers
+// (an expected one here) before the others, whatever their pids.
+func TestListsOutdatedFirst(t *testing.T) {
+	dir := t.TempDir()
+	_, rec := startChild(t, "expected")
+	writeWatchers(t, dir, rec)
+	startExpecting(t, dir, time.Minute)
+	c := attach(t, dir)
+	for range 2 {
+		watch(t, c) // up to date, with this process's pid
+	}
+	l := status(t, c).WatcherList
+	if len(l) != 3 || !l[0].Expected || l[1].Outdated || l[2].Outdated {
+		t.Fatalf("watcher list %+v (pids: expected %d, up to date %d): want the outdated one first", l, rec.PID, os.Getpid())
+	}
+}
+
+// TestListOrder: whichever comes first, an outdated tracked watcher sorts
+// before an up-to-date one of a lower pid (an untracked outdated one does
+// not hold up waits, so it sorts by pid).
+func TestListOrder(t *testing.T) {
+	late := api.Watcher{PID: 100, Outdated: true, Tracked: true}
+	upToDate := api.Watcher{PID: 50, Tracked: true}
+	untracked := api.Watcher{PID: 10, Outdated: true}
+	for _, tc := range []struct {
+		a, b api.Watcher
+		want int
+	}{
+		{late, upToDate, -1}, {upToDate, late, 1}, {untracked, late, 1}, {late, untracked, -1}, {untracked, upToDate, -1},
+	} {
+		if got := listOrder(tc.a, tc.b); got != tc.want {
+			t.Errorf("listOrder(%+v, %+v) = %d, want %d", tc.a, tc.b, got, tc.want)
+		}
 	}
 }
