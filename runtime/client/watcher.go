@@ -135,7 +135,7 @@ type Watcher struct {
 // connection, which becomes the current one, and returns it with the
 // provider's generation. The first registration is up to date. A later one
 // names the generation last acknowledged, so that the provider counts the
-// watcher outdated; its events are held back until restarted makes the
+// watcher outdated; its events are held back until restart makes the
 // provider's generation pending for Next.
 func (w *Watcher) register(ctx context.Context, first bool) (*ctlConn, uint64, error) {
 	w.mu.Lock()
@@ -155,8 +155,8 @@ func (w *Watcher) register(ctx context.Context, first bool) (*ctlConn, uint64, e
 	}
 	cur := r.m.U64()
 	w.mu.Lock()
-	defer w.mu.Unlock()
 	if w.closed {
+		w.mu.Unlock() // closing calls gone, which takes mu
 		ctl.close()
 		return nil, 0, errClosed
 	}
@@ -166,6 +166,7 @@ func (w *Watcher) register(ctx context.Context, first bool) (*ctlConn, uint64, e
 		w.registered = true
 		w.seen, w.latest, w.acked = cur, max(cur, w.early), cur
 	}
+	w.mu.Unlock()
 	return ctl, cur, nil
 }
 
@@ -193,6 +194,9 @@ func (w *Watcher) reconnect(ctl *ctlConn) {
 		case <-w.ctx.Done():
 			return
 		case <-ctl.done:
+		}
+		if w.ctx.Err() != nil {
+			return // closed: Close closed the connection
 		}
 		w.mu.Lock()
 		if w.ctl == ctl {
