@@ -64,6 +64,13 @@ func watcherList(t *testing.T, dir string) []listedWatcher {
 // SIGCONT.
 func restartWithWatcherStopped(t *testing.T, dir string, p *provider, sig syscall.Signal, w *exec.Cmd, out *syncBuffer) *provider {
 	t.Helper()
+	return restartWithWatcherStoppedArgs(t, dir, p, sig, w, out)
+}
+
+// restartWithWatcherStoppedArgs is restartWithWatcherStopped starting the
+// new provider with args.
+func restartWithWatcherStoppedArgs(t *testing.T, dir string, p *provider, sig syscall.Signal, w *exec.Cmd, out *syncBuffer, args ...string) *provider {
+	t.Helper()
 	lost := strings.Count(out.String(), "lost the provider")
 	p.stop(t, sig)
 	eventually.True(t, "the watcher to lose the provider", func() bool {
@@ -73,7 +80,7 @@ func restartWithWatcherStopped(t *testing.T, dir string, p *provider, sig syscal
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { w.Process.Signal(syscall.SIGCONT) })
-	return startProvider(t, dir)
+	return startProvider(t, dir, args...)
 }
 
 // expectedOnly checks that the watcher list holds only the placeholder of
@@ -210,5 +217,28 @@ func TestIntegrationWatchOutlivesProvider(t *testing.T) {
 	timed.Wait()
 	if code := timed.ProcessState.ExitCode(); code != 3 || !strings.Contains(timedOut.String(), "timed out") {
 		t.Fatalf("watch --timeout with the provider gone exited %d, want 3 at the timeout:\n%s", code, timedOut)
+	}
+}
+
+// TestDaemonRestartGraceFlag: a negative --restart-grace is a usage error
+// (exit 2) naming the flag.
+func TestDaemonRestartGraceFlag(t *testing.T) {
+	cmd := exec.Command(filepath.Join(bin, "snapsafed"), "--dir", stateDir(t), "--backend", "manual", "--restart-grace", "-1s")
+	out, _ := cmd.CombinedOutput()
+	if code := cmd.ProcessState.ExitCode(); code != 2 || !strings.Contains(string(out), "--restart-grace") || strings.Count(string(out), "\n") != 1 {
+		t.Fatalf("snapsafed --restart-grace -1s: exit %d, output %q; want 2 and one line naming the flag", code, out)
+	}
+}
+
+// TestIntegrationRestartGraceZero: with --restart-grace 0 the provider
+// expects no watchers after a restart.
+func TestIntegrationRestartGraceZero(t *testing.T) {
+	dir := stateDir(t)
+	p := startProvider(t, dir)
+	w, out := startWatch(t, dir, "--ack", "--label", "svc")
+	eventually.True(t, "the watcher", func() bool { return status(t, dir).Watchers == 1 })
+	restartWithWatcherStoppedArgs(t, dir, p, syscall.SIGTERM, w, out, "--restart-grace", "0")
+	if l := watcherList(t, dir); len(l) != 0 {
+		t.Fatalf("with --restart-grace 0: watcher_list %+v, want none expected", l)
 	}
 }
