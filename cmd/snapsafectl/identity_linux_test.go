@@ -13,13 +13,14 @@ import (
 )
 
 type watcherJSON struct {
-	PID      int32  `json:"pid"`
+	PID      int    `json:"pid"`
 	UID      uint32 `json:"uid"`
 	Comm     string `json:"comm"`
 	Label    string `json:"label"`
 	Acked    uint64 `json:"acked"`
 	Outdated bool   `json:"outdated"`
 	Tracked  bool   `json:"tracked"`
+	Expected bool   `json:"expected"`
 }
 
 func watcherList(t *testing.T, dir string) []watcherJSON {
@@ -59,7 +60,7 @@ func TestIntegrationWatcherIdentity(t *testing.T) {
 	eventually.True(t, "the watcher", func() bool { return len(watcherList(t, dir)) == 1 })
 	g := status(t, dir).Generation
 	l := watcherList(t, dir)[0]
-	if l.PID != int32(w.Process.Pid) || l.UID != 0 || l.Comm != "snapsafectl" || l.Label != "ticket-keys" || l.Acked != g || l.Outdated || !l.Tracked {
+	if l.PID != w.Process.Pid || l.UID != 0 || l.Comm != "snapsafectl" || l.Label != "ticket-keys" || l.Acked != g || l.Outdated || !l.Tracked {
 		t.Fatalf("watcher_list[0] = %+v, want pid %d uid 0 comm snapsafectl label ticket-keys acked %d tracked", l, w.Process.Pid, g)
 	}
 	mustCtl(t, dir, "bump")

@@ -41,8 +41,9 @@ const usage = `usage: snapsafectl [--dir D] <command> [flags]
 commands:
   status [--json]                 show the generation, watchers and provider state
   bump [--min N]                  force a new generation max(N, current+1) (privileged)
-  watch [--ack] [--exec CMD] [--count K] [--timeout D]
-                                  print each new generation; run CMD, then ack
+  watch [--ack] [--exec CMD] [--label L] [--count K] [--timeout D]
+                                  print each new generation; run CMD, then ack;
+                                  keeps watching across provider restarts
   wait [--timeout D]              wait until no watcher is outdated
   bench [--time D]                measure the probe and csprng against crypto/rand here
 
@@ -286,8 +287,12 @@ func (c cli) printOutdated(cl *client.Client) {
 	}
 	for _, w := range s.WatcherList {
 		if w.Outdated && w.Tracked {
-			fmt.Fprintf(c.stderr, "  watcher %s pid %d (%s, uid %d), acked generation %d of %d\n",
-				labelOr(w.Label), w.PID, w.Comm, w.UID, w.Acked, s.Generation)
+			expected := ""
+			if w.Expected {
+				expected = ", not registered again since the provider started"
+			}
+			fmt.Fprintf(c.stderr, "  watcher %s pid %d (%s, uid %d), acked generation %d of %d%s\n",
+				labelOr(w.Label), w.PID, w.Comm, w.UID, w.Acked, s.Generation, expected)
 		}
 	}
 	for _, h := range s.Hooks {
@@ -340,9 +345,26 @@ type watchArgs struct {
 }
 
 // watchLoop prints each new generation, runs --exec and acks. It exits 1
-// at the end if any run of the command failed.
+// at the end if any run of the command failed. It outlives the provider:
+// the watcher re-attaches when the provider is back, and the new provider's
+// start-up generation is handled like any other; only --count, --timeout
+// and a signal end it.
 func (c cli) watchLoop(ctx context.Context, cl *client.Client, a watchArgs) int {
-	w, err := cl.Watch(ctx, client.WithLabel(a.label))
+	// The callbacks run one at a time, on the watcher's reconnect goroutine.
+	attached := true
+	lost := func(err error) {
+		if attached {
+			attached = false
+			fmt.Fprintf(c.stderr, "snapsafectl watch: lost the provider on %s (%v): re-attaching once it is back\n", cl.Dir(), err)
+			return
+		}
+		fmt.Fprintf(c.stderr, "snapsafectl watch: cannot re-attach yet (%v): retrying\n", err)
+	}
+	regained := func(gen uint64) {
+		attached = true
+		fmt.Fprintf(c.stderr, "snapsafectl watch: re-attached to the provider on %s at generation %d\n", cl.Dir(), gen)
+	}
+	w, err := cl.Watch(ctx, client.WithLabel(a.label), client.OnConnection(lost, regained))
 	if err != nil {
 		return c.fail(err)
 	}
@@ -373,10 +395,22 @@ func (c cli) watchLoop(ctx context.Context, cl *client.Client, a watchArgs) int 
 			continue // not acknowledged: the watcher stays outdated
 		}
 		if a.ack {
-			if err := w.Ack(ctx, gen); err != nil && !errors.Is(err, client.ErrBadAck) {
+			err := w.Ack(ctx, gen)
+			switch {
+			case err == nil:
+			case errors.Is(err, client.ErrBadAck):
+				// A newer generation arrived meanwhile; Next returns it.
+			case errors.Is(err, client.ErrProviderGone) && ctx.Err() == nil:
+				// The provider went away: Next returns the generation
+				// of the next one, once the watcher re-attached.
+			case errors.Is(err, context.DeadlineExceeded):
+				fmt.Fprintf(c.stderr, "snapsafectl watch: timed out after %v\n", a.timeout)
+				return exitTimeout
+			case errors.Is(err, context.Canceled):
+				return end(exitOK)
+			default:
 				return c.fail(err)
 			}
-			// ErrBadAck: a newer generation arrived meanwhile; Next returns it.
 		}
 	}
 	return end(exitOK)

@@ -57,6 +57,7 @@ func run(args []string) int {
 	maxPerUID := fs.Int("max-clients-per-uid", provider.DefaultMaxClientsPerUID, "connections of one user other than root and the provider's")
 	reserved := fs.Int("reserved-clients", provider.DefaultReservedClients, "connections only root and the provider's user may take (at most a quarter of --max-clients by default)")
 	regionPerUID := fs.Int("max-region-bytes-per-uid", provider.DefaultMaxRegionBytesPerUID, "wipe-region bytes of one user other than root and the provider's")
+	restartGrace := fs.Duration("restart-grace", provider.DefaultRestartGrace, "how long waits after a start wait for the previous provider's watchers to register again (0: not at all)")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: snapsafed [flags]")
 		printFlags(fs)
@@ -90,6 +91,10 @@ func run(args []string) int {
 			fmt.Fprintf(os.Stderr, "snapsafed: --%s %d: must be at least 1\n", b.name, b.v)
 			return 2
 		}
+	}
+	if *restartGrace < 0 {
+		fmt.Fprintf(os.Stderr, "snapsafed: --restart-grace %v: must be 0 or more\n", *restartGrace)
+		return 2
 	}
 	if isSet(fs, "reserved-clients") && *reserved >= *maxClients {
 		fmt.Fprintf(os.Stderr, "snapsafed: --reserved-clients %d: must be less than --max-clients (%d)\n", *reserved, *maxClients)
@@ -137,7 +142,11 @@ func run(args []string) int {
 	}
 	cfg := provider.Config{Dir: *dir, Source: src, BumpGroup: *group, TrackGroup: *trackGroup, Logger: log,
 		HooksDir: *hooksDir, HookTimeout: *hookTimeout,
-		MaxClients: *maxClients, MaxClientsPerUID: *maxPerUID, MaxRegionBytesPerUID: *regionPerUID}
+		MaxClients: *maxClients, MaxClientsPerUID: *maxPerUID, MaxRegionBytesPerUID: *regionPerUID,
+		RestartGrace: *restartGrace}
+	if *restartGrace == 0 {
+		cfg.RestartGrace = -1 // the Config's 0 is the default
+	}
 	if host != nil {
 		cfg.OnAdapted = host.ObserveAdapt
 	}

@@ -173,7 +173,7 @@ func newCached[T any](ctx context.Context, c *Client, build func(context.Context
 	for _, o := range opts {
 		o(&k.cfg)
 	}
-	w, err := c.Watch(ctx)
+	w, err := c.Watch(ctx, NoReconnect()) // this Client's page cannot follow a new provider: see rewatch
 	if err != nil {
 		return nil, fmt.Errorf("cached value: %w", err)
 	}
@@ -517,7 +517,7 @@ func (k *Cached[T]) rewatch(ctx context.Context, connDone <-chan struct{}) *Watc
 			}
 		}
 		wctx, cancel := context.WithTimeout(ctx, rewatchTimeout)
-		w, err := k.c.Watch(wctx)
+		w, err := k.c.Watch(wctx, NoReconnect())
 		cancel()
 		if err != nil {
 			if !errors.Is(err, ErrNoProvider) && ctx.Err() == nil {

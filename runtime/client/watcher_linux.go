@@ -7,9 +7,11 @@ import (
 )
 
 // Fd returns a descriptor for event loops (poll, epoll): it is readable
-// while a generation newer than the last one Next returned is pending, or
-// once the provider has gone away. Call Next (which then does not block) to
-// consume it. The descriptor belongs to the Watcher. It is made on the
+// while a generation newer than the last one Next returned is pending
+// (also the generation of a provider the watcher re-attached to), and, with
+// NoReconnect, once the provider has gone away. Call Next (which then does
+// not block) to consume it. It stays the same descriptor across
+// re-attachments. The descriptor belongs to the Watcher. It is made on the
 // first call: watchers that only use Next pay no system call per event.
 func (w *Watcher) Fd() (int, error) {
 	w.mu.Lock()
@@ -23,13 +25,16 @@ func (w *Watcher) Fd() (int, error) {
 			return -1, err
 		}
 		w.efd = efd
-		select {
-		case <-w.ctl.done:
-			w.efd.signal()
-		default:
-			if w.latest > w.seen {
-				w.efd.signal()
+		gone := false
+		if w.cfg.noReconnect {
+			select {
+			case <-w.ctl.done:
+				gone = true
+			default:
 			}
+		}
+		if gone || w.restarted || w.latest > w.seen {
+			w.efd.signal()
 		}
 	}
 	return w.efd.(*eventFD).fd, nil

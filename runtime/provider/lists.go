@@ -28,15 +28,20 @@ func (p *Provider) lists() Lists {
 			Acked: c.acked, Outdated: c.acked != cur, Tracked: c.tracked,
 		})
 	}
+	l.Watchers = append(l.Watchers, p.expectedListLocked()...)
 	p.mu.Unlock()
-	slices.SortFunc(l.Watchers, func(a, b api.Watcher) int {
-		if a.Outdated && a.Tracked != (b.Outdated && b.Tracked) {
-			if a.Outdated && a.Tracked {
-				return -1
-			}
-			return 1
-		}
-		return cmp.Compare(a.PID, b.PID)
-	})
+	slices.SortFunc(l.Watchers, listOrder)
 	return l
+}
+
+// listOrder orders the watcher list: outdated tracked watchers (those that
+// hold up waits) first, then by pid.
+func listOrder(a, b api.Watcher) int {
+	if late := a.Outdated && a.Tracked; late != (b.Outdated && b.Tracked) {
+		if late {
+			return -1
+		}
+		return 1
+	}
+	return cmp.Compare(a.PID, b.PID)
 }

@@ -33,6 +33,7 @@ func New(cfg Config) (*Provider, error) {
 		started:   time.Now(),
 		ready:     make(chan struct{}),
 		conns:     make(map[*peer]struct{}),
+		exp:       newExpectation(cfg.RestartGrace),
 	}
 	if p.dir == "" {
 		p.dir = DefaultDir()

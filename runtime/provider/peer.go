@@ -30,6 +30,7 @@ type peer struct {
 	tracked bool   // a watcher that holds up waits while outdated
 	comm    string // the watcher's command name (readProc)
 	label   string // the watcher's own name for itself
+	start   uint64 // the watcher's process start time (peerStart); 0: unknown
 	acked   uint64
 	waitID  uint32
 	waiting bool
@@ -49,6 +50,7 @@ func (p *Provider) drop(c *peer) {
 		p.watchers--
 		if c.tracked {
 			p.tracked--
+			p.watchersChangedLocked()
 		}
 		if c.tracked && c.acked != p.gen.Load() {
 			p.outdated--

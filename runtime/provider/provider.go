@@ -59,6 +59,12 @@ type Config struct {
 	ReservedClients      int // kept for root and the provider's user (DefaultReservedClients)
 	MaxRegionBytes       int // wipe-region bytes of all (shm.MaxRegionBytes, also the most allowed)
 	MaxRegionBytesPerUID int // wipe-region bytes of one uid (DefaultMaxRegionBytesPerUID)
+
+	// RestartGrace is how long the provider, at start, counts the tracked
+	// watchers of the previous one whose processes still run as expected
+	// watchers, which hold up waits until they register again (expected.go);
+	// 0 means DefaultRestartGrace, a negative value expects none.
+	RestartGrace time.Duration
 }
 
 // Provider publishes the generation and coordinates clients.
@@ -84,7 +90,10 @@ type Config struct {
 //     and waits for the runner;
 //   - the refusal log's timer, while a window of refused clients is open:
 //     started by noteRefusalLocked, stopped (or waited for) by shutdown;
-//     counted in wg.
+//     counted in wg;
+//   - the watchers' tender (tendWatchers), which records the tracked
+//     watchers for the next provider and checks the expected ones: started
+//     by Run, stopped by Run's context; Run waits for it before shutdown.
 //
 // shutdown closes the listener, drops every peer and waits for wg.
 type Provider struct {
@@ -109,6 +118,7 @@ type Provider struct {
 
 	bounds bounds
 	hooks  *hookSet // restore hooks; nil when off (hooks.go)
+	exp    expectation // expected watchers and the watchers file (expected.go)
 
 	mu           sync.Mutex
 	conns        map[*peer]struct{}
@@ -155,6 +165,9 @@ func (p *Provider) Run(ctx context.Context) error {
 	defer p.Close()
 	prior := p.resume() // 0 for a new state directory
 	p.gen.Store(prior)
+	// Before the start-up bump, which leaves them outdated, and before any
+	// client: the previous provider's watchers hold up waits from the start.
+	p.loadExpected()
 	// The provider cannot know whether it missed a restore while it was not
 	// running, so it always bumps when it starts.
 	if _, err := p.Bump(shm.ReasonStartup, 0); err != nil {
@@ -171,6 +184,8 @@ func (p *Provider) Run(ctx context.Context) error {
 	go func() { errc <- p.accept() }()
 	checked := make(chan struct{})
 	go func() { defer close(checked); p.watchPage(ctx) }()
+	tended := make(chan struct{})
+	go func() { defer close(tended); p.tendWatchers(ctx) }()
 	go func() {
 		err := p.source.Run(ctx, p.onEvent)
 		if err == nil && ctx.Err() == nil {
@@ -191,6 +206,7 @@ func (p *Provider) Run(ctx context.Context) error {
 	cancel()
 	<-checked
 	stopHooks() // hooks.go: kills a running hook's process group, waits for the runner
+	<-tended
 	p.shutdown()
 	// Both goroutines end promptly now (listener closed, ctx done); wait for
 	// them so that the caller may close the source once Run returns.
@@ -215,7 +231,13 @@ func (p *Provider) shutdown() {
 		conns = append(conns, c)
 	}
 	window, other, flush := p.stopRefusalsLocked()
+	record, save := p.shutdownWatchersLocked()
 	p.mu.Unlock()
+	if save {
+		// The watchers that run now, before they are dropped: the next
+		// provider expects them.
+		p.saveWatchers(record)
+	}
 	if flush {
 		p.logRefusalSummary(window, other, p.refusalEvery())
 	}

@@ -394,7 +394,13 @@ func TestWaitSeenGeneration(t *testing.T) {
 func TestWatcherFdPollable(t *testing.T) {
 	dir := t.TempDir()
 	tp := startProvider(t, dir)
-	w := watch(t, attach(t, dir))
+	// Without NoReconnect the watcher would wait for the next provider
+	// (runtime/client's reconnect tests).
+	w, err := attach(t, dir).Watch(context.Background(), client.NoReconnect())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close() })
 	fd, err := w.Fd()
 	if err != nil {
 		t.Fatal(err)

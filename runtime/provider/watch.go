@@ -48,14 +48,18 @@ func (p *Provider) watch(c *peer, seen uint64, label string) uint64 {
 		info.comm = "?"
 	}
 	tracked := p.tracks(c, info)
+	start := peerStart(c.conn, c.pid)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	cur := p.gen.Load()
 	c.label = label
 	if c.watcher {
+		if c.tracked {
+			p.watchersChangedLocked() // its label may have changed
+		}
 		return cur
 	}
-	c.watcher, c.tracked, c.comm = true, tracked, info.comm
+	c.watcher, c.tracked, c.comm, c.start = true, tracked, info.comm, start
 	c.acked = cur
 	if seen != 0 {
 		c.acked = seen
@@ -66,7 +70,10 @@ func (p *Provider) watch(c *peer, seen uint64, label string) uint64 {
 		if c.acked != cur {
 			p.outdated++
 		}
+		p.watchersChangedLocked()
 	}
+	// A watcher of the previous provider registered again (expected.go).
+	p.arrivedLocked(c)
 	p.wg.Add(1)
 	go p.notifier(c, cur)
 	return cur

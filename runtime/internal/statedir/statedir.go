@@ -26,6 +26,9 @@ const (
 	// HighWaterFile is the provider's private record (mode 0600) of the
 	// last generation it published in this boot.
 	HighWaterFile = "highwater"
+	// WatchersFile is the provider's private record (mode 0600) of its
+	// tracked watchers, which the next provider expects back.
+	WatchersFile = "watchers"
 )
 
 // SystemDir is the state directory of a provider run by root.

@@ -3,6 +3,7 @@ package statedir
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -220,6 +221,58 @@ func (d *Dir) OpenLock() (*os.File, error) {
 // write. Map it with shm.MapPageFile.
 func (d *Dir) OpenPage() (*os.File, error) {
 	return d.openAt(PageFile, unix.O_RDONLY, 0, false)
+}
+
+// maxPrivate bounds what ReadPrivate reads.
+const maxPrivate = 16 << 20
+
+// ReadPrivate reads the provider's private file name (such as WatchersFile)
+// in d: a regular file with one link, owned by the provider's user, that
+// neither group nor others may write. A missing file fails with an error
+// matching fs.ErrNotExist.
+func (d *Dir) ReadPrivate(name string) ([]byte, error) {
+	f, err := d.openAt(name, unix.O_RDONLY, 0, true)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxPrivate+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", d.name(name), err)
+	}
+	if len(b) > maxPrivate {
+		return nil, fmt.Errorf("%s is larger than %d bytes: remove it", d.name(name), maxPrivate)
+	}
+	return b, nil
+}
+
+// ReplacePrivate replaces the provider's private file name in d with data,
+// atomically: readers see the old file or the new one, never a part. It
+// writes name.new (mode 0600, created afresh) and renames it over name,
+// both relative to the directory's descriptor, never through a symbolic
+// link. The data is not synced: it lives no longer than the processes it
+// describes, which a crash of the machine ends too.
+func (d *Dir) ReplacePrivate(name string, data []byte) error {
+	tmp := name + ".new"
+	if err := unix.Unlinkat(d.fd, tmp, 0); err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("removing %s: %w", d.name(tmp), err)
+	}
+	f, err := d.openAt(tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL, 0o600, true)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = unix.Renameat(d.fd, tmp, d.fd, name)
+	}
+	if err != nil {
+		_ = unix.Unlinkat(d.fd, tmp, 0)
+		return fmt.Errorf("writing %s: %w", d.name(name), err)
+	}
+	return nil
 }
 
 // Listen creates the control socket, connectable by any local user, and
