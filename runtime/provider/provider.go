@@ -117,7 +117,7 @@ type Provider struct {
 	deferredEvents atomic.Uint64 // generation events deferred (notifier), for tests
 
 	bounds bounds
-	hooks  *hookSet // restore hooks; nil when off (hooks.go)
+	hooks  *hookSet    // restore hooks; nil when off (hooks.go)
 	exp    expectation // expected watchers and the watchers file (expected.go)
 
 	mu           sync.Mutex
