@@ -2,7 +2,9 @@
 # Installs what the end-to-end clone test (go run ./e2e/cmd/clonetest) needs
 # on Debian 12 (bookworm): QEMU for x86 (it runs guests with TCG, no KVM
 # needed), a static busybox for the guest, and a guest kernel with the
-# vmgenid driver built in (Debian's 6.1).
+# vmgenid driver built in (Debian's 6.1). The guests' network needs nothing
+# more: QEMU's user networking comes with qemu-system-x86 (libslirp0), the
+# virtio_net module with the kernel's package, ip and xzcat with busybox.
 #
 #   e2e/install-deps.sh              installs what is missing
 #   e2e/install-deps.sh --backports  also the 6.12 kernel of bookworm-backports,

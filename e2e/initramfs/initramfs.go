@@ -1,6 +1,7 @@
 // Package initramfs packs the end-to-end test guest: a cpio initramfs holding
-// a static busybox, the guest's static binaries and a generated /init that
-// mounts the usual file systems and starts the guest programs with their
+// a static busybox, the guest's static binaries, kernel modules, other files
+// and a generated /init that mounts the usual file systems, loads the
+// modules, configures the network and starts the guest programs with their
 // output on the console, each line tagged with the program's name.
 package initramfs
 
@@ -9,8 +10,12 @@ import (
 	"debug/elf"
 	"fmt"
 	"io"
+	"io/fs"
+	"net/netip"
 	"os"
+	"path"
 	"path/filepath"
+	"regexp"
 	"strings"
 
 	"github.com/snapsafe/snapsafe/e2e/console"
@@ -36,6 +41,56 @@ type Spec struct {
 	Binaries []string
 	// Programs are started by /init in this order.
 	Programs []Program
+	// Modules are host paths of kernel modules (.ko, .ko.xz or .ko.gz),
+	// installed as /lib/modules/<base name> and loaded by /init in this
+	// order, dependencies first, before it configures the network.
+	Modules []string
+	// Files are more files, such as configuration; their parent
+	// directories are created as needed.
+	Files []File
+	// Net, when set, is the static address /init gives a network interface
+	// before it starts the programs.
+	Net *Net
+}
+
+// File is a regular file of the initramfs, owned by root.
+type File struct {
+	Name string // path in the guest, without the leading slash
+	Mode fs.FileMode
+	Data []byte
+}
+
+// Net is a static IPv4 configuration of one interface.
+type Net struct {
+	// Interface is the kernel's name of the interface, such as eth0: the
+	// initramfs has no udev to rename it.
+	Interface string
+	// Address is the interface's address with its prefix length, such as
+	// 10.0.2.15/24.
+	Address string
+	// Gateway, when set, is the default route's next hop, such as 10.0.2.2.
+	Gateway string
+}
+
+// ModuleDir is the guest directory that holds Spec.Modules.
+const ModuleDir = "lib/modules"
+
+var ifacePattern = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_.-]{0,14}$`)
+
+// check validates n and returns the address and gateway in canonical form.
+func (n *Net) check() (addr netip.Prefix, gw netip.Addr, err error) {
+	if !ifacePattern.MatchString(n.Interface) {
+		return addr, gw, fmt.Errorf("initramfs: interface name %q: use a letter, then up to 14 letters, digits, '_', '.' and '-'", n.Interface)
+	}
+	if addr, err = netip.ParsePrefix(n.Address); err != nil || !addr.Addr().Is4() {
+		return addr, gw, fmt.Errorf("initramfs: interface address %q: want an IPv4 address with its prefix length, such as 10.0.2.15/24", n.Address)
+	}
+	if n.Gateway != "" {
+		if gw, err = netip.ParseAddr(n.Gateway); err != nil || !gw.Is4() {
+			return addr, gw, fmt.Errorf("initramfs: gateway %q: want an IPv4 address, such as 10.0.2.2", n.Gateway)
+		}
+	}
+	return addr, gw, nil
 }
 
 // InitName is the console tag of /init's own lines.
@@ -44,7 +99,7 @@ const InitName = "init"
 // Write packs the initramfs described by s into w as an uncompressed newc
 // cpio archive.
 func Write(w io.Writer, s Spec) error {
-	script, err := initScript(s.Programs)
+	script, err := initScript(s)
 	if err != nil {
 		return err
 	}
@@ -53,10 +108,27 @@ func Write(w io.Writer, s Spec) error {
 		return err
 	}
 	c := NewCPIOWriter(w)
+	dirs := map[string]bool{}
 	for _, d := range []string{"bin", "sbin", "usr", "usr/bin", "usr/sbin", "dev", "proc", "sys", "run", "tmp", "root"} {
 		if err := c.Dir(d, 0o755); err != nil {
 			return err
 		}
+		dirs[d] = true
+	}
+	// mkdirs writes the directories of name that are not written yet,
+	// outermost first: the kernel creates no missing parents.
+	mkdirs := func(name string) error {
+		var missing []string
+		for d := path.Dir(name); d != "." && !dirs[d]; d = path.Dir(d) {
+			missing = append(missing, d)
+		}
+		for i := len(missing) - 1; i >= 0; i-- {
+			if err := c.Dir(missing[i], 0o755); err != nil {
+				return err
+			}
+			dirs[missing[i]] = true
+		}
+		return nil
 	}
 	// The kernel opens /dev/console for init's standard streams before /init
 	// runs, which is before devtmpfs is mounted.
@@ -86,6 +158,40 @@ func Write(w io.Writer, s Spec) error {
 			return err
 		}
 	}
+	// Every other entry: its name must be new and its parents directories.
+	written := map[string]bool{"init": true, "dev/console": true}
+	for base := range seen {
+		written["bin/"+base] = true
+	}
+	extra := make([]File, 0, len(s.Modules)+len(s.Files))
+	for _, m := range s.Modules {
+		data, err := os.ReadFile(m)
+		if err != nil {
+			return fmt.Errorf("initramfs: kernel module: %w", err)
+		}
+		extra = append(extra, File{Name: ModuleDir + "/" + filepath.Base(m), Mode: 0o644, Data: data})
+	}
+	for _, f := range append(extra, s.Files...) {
+		name := path.Clean(f.Name)
+		if f.Name == "" || path.IsAbs(name) || name == "." || name == ".." || strings.HasPrefix(name, "../") {
+			return fmt.Errorf("initramfs: file name %q: give a relative path inside the initramfs", f.Name)
+		}
+		if written[name] || dirs[name] {
+			return fmt.Errorf("initramfs: %s would be in the initramfs twice", name)
+		}
+		for d := path.Dir(name); d != "."; d = path.Dir(d) {
+			if written[d] {
+				return fmt.Errorf("initramfs: %s: %s is a file, not a directory", name, d)
+			}
+		}
+		written[name] = true
+		if err := mkdirs(name); err != nil {
+			return err
+		}
+		if err := c.File(name, f.Mode, f.Data); err != nil {
+			return err
+		}
+	}
 	if err := c.File("init", 0o755, []byte(script)); err != nil {
 		return err
 	}
@@ -112,7 +218,8 @@ func readStatic(path string) ([]byte, error) {
 }
 
 // initScript generates /init. It runs as PID 1 under busybox sh.
-func initScript(progs []Program) (string, error) {
+func initScript(s Spec) (string, error) {
+	progs := s.Programs
 	var b strings.Builder
 	b.WriteString(`#!/bin/sh
 # /init of the snapsafe end-to-end guest, generated by e2e/initramfs.
@@ -134,6 +241,54 @@ start() {
 	{ "$@" 2>&1; echo "exited with status $?"; } | while IFS= read -r line; do echo "[$name] $line"; done &
 }
 `)
+	if len(s.Modules) > 0 {
+		// busybox insmod takes an uncompressed module; Debian compresses
+		// its modules with xz since 6.x.
+		fmt.Fprintf(&b, `# load MODULE loads a kernel module from /%[1]s, decompressing it first
+# if need be; a failure is reported and the boot goes on.
+load() {
+	case $1 in
+	*.xz) xzcat "/%[1]s/$1" >/tmp/module.ko && insmod /tmp/module.ko ;;
+	*.gz) zcat "/%[1]s/$1" >/tmp/module.ko && insmod /tmp/module.ko ;;
+	*) insmod "/%[1]s/$1" ;;
+	esac || echo "[%[2]s] insmod $1 failed"
+	rm -f /tmp/module.ko
+}
+`, ModuleDir, InitName)
+		var names []string
+		for _, m := range s.Modules {
+			base := filepath.Base(m)
+			if !strings.Contains(base, ".ko") {
+				return "", fmt.Errorf("initramfs: kernel module %s: want a .ko, .ko.xz or .ko.gz file", m)
+			}
+			b.WriteString("load " + shellQuote(base) + "\n")
+			names = append(names, strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(base, ".xz"), ".gz"), ".ko"))
+		}
+		fmt.Fprintf(&b, "echo %s\n", shellQuote(fmt.Sprintf("[%s] loaded %d modules: %s", InitName, len(names), strings.Join(names, " "))))
+	}
+	if s.Net != nil {
+		addr, gw, err := s.Net.check()
+		if err != nil {
+			return "", err
+		}
+		iface := shellQuote(s.Net.Interface)
+		// The driver registers the interface as it probes the device, which
+		// insmod waits for; the loop covers a driver that probes later.
+		fmt.Fprintf(&b, `# The network: a static address, no DHCP client.
+ip link set lo up
+i=0
+while [ ! -e /sys/class/net/%[1]s ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
+`, s.Net.Interface)
+		cmds := []string{"ip link set " + iface + " up", "ip addr add " + addr.String() + " dev " + iface}
+		what := fmt.Sprintf("%s %s", s.Net.Interface, addr)
+		if gw.IsValid() {
+			cmds = append(cmds, "ip route add default via "+gw.String())
+			what += " via " + gw.String()
+		}
+		fmt.Fprintf(&b, "if %s; then\n\techo %s\nelse\n\techo %s\nfi\n", strings.Join(cmds, " && "),
+			shellQuote(fmt.Sprintf("[%s] network: %s", InitName, what)),
+			shellQuote(fmt.Sprintf("[%s] network: could not configure %s", InitName, what)))
+	}
 	fmt.Fprintf(&b, "echo %s\n", shellQuote(fmt.Sprintf("[%s] starting %d programs", InitName, len(progs))))
 	names := map[string]bool{InitName: true}
 	for _, p := range progs {

@@ -3,12 +3,14 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/snapsafe/snapsafe/e2e/console"
+	"github.com/snapsafe/snapsafe/runtime/api"
 )
 
 // forkMessage is the kernel's record of a VM generation ID change (drivers/
@@ -28,8 +30,13 @@ const maxBumpDelay = time.Second
 
 // observed is what a run saw: the input of the checks.
 type observed struct {
+	// vmgenid says the VMs had a VM generation ID device.
+	vmgenid     bool
 	sourceGenID string
-	sourceLines []console.Line
+	// sourceStatus is the source's GET /v1/status, read by the host
+	// through its forwarded port just before the snapshot.
+	sourceStatus api.Status
+	sourceLines  []console.Line
 	// sourceLast is the last client line the source printed before it was
 	// stopped: the snapshot point. Later lines come only from clones.
 	sourceLast console.Client
@@ -48,6 +55,8 @@ type clone struct {
 	// bump record on the console: an upper bound of the time to the bump,
 	// as it adds the waiter's and the driver's polling (5 and 20 ms).
 	bumpSeen time.Duration
+	// host is what the host saw through the clone's forwarded port.
+	host hostRun
 }
 
 // check is one condition over a run's observations.
@@ -56,17 +65,33 @@ type check struct {
 	fn   func(*observed) error
 }
 
-// checks run in order after the clones have run; every one must pass. To
-// check more, add a function over the parsed console lines here.
-var checks = []check{
-	{"each clone got its own VM generation ID", checkGenerationIDs},
-	{"the kernel logged one fork record in each clone", checkForkRecords},
-	{"the provider bumped (reason acpi) within 1s of cont in each clone (host clock)", checkBump},
-	{"after the bump, csprng output differs between the clones and from all the source printed", checkCSPRNGDiverges},
-	{"the clones' control generators produced identical bytes", checkControlIdentical},
-	{"snapsafectl wait exited 0 in each clone once the watcher acked", checkWait},
-	{"latencies from the fork record measured on the guest clock", checkLatencies},
-}
+// The checks of each scenario run in order after the clones have run;
+// every one must pass. To check more, add a function over the parsed
+// console lines and the host's observations here.
+var (
+	vmgenidChecks = []check{
+		{"each clone got its own VM generation ID", checkGenerationIDs},
+		{"the host read the source's generation through its forwarded port (GET /v1/status; backend acpi)", checkSourceStatus},
+		{"the kernel logged one fork record in each clone", checkForkRecords},
+		{"the provider bumped (reason acpi) within 1s of cont in each clone (host clock)", checkBump("acpi", maxBumpDelay)},
+		{"after the bump, csprng output differs between the clones and from all the source printed", checkCSPRNGDiverges},
+		{"the clones' control generators produced identical bytes", checkControlIdentical},
+		{"snapsafectl wait exited 0 in each clone once the watcher acked", checkWait},
+		{"the host's GET /v1/wait?after=N answered 200 adapted, above N, in each clone", checkHostWait},
+		{"latencies from the fork record measured on the guest clock", checkLatencies},
+	}
+	hostPushChecks = []check{
+		{"the host read the source's generation through its forwarded port (GET /v1/status; no VMGENID device, backend manual)", checkSourceStatus},
+		{"the kernel logged no fork record in any clone", checkNoForkRecords},
+		{"POST /v1/restore with a wrong token was refused (403) in each clone", checkHostRefused},
+		{"POST /v1/restore answered 200 ok, kernel reseeded, above N, in each clone", checkHostRestore},
+		{"the provider bumped once (reason host) in each clone", checkBump("host", 0)},
+		{"after the bump, csprng output differs between the clones and from all the source printed", checkCSPRNGDiverges},
+		{"the clones' control generators produced identical bytes", checkControlIdentical},
+		{"snapsafectl wait exited 0 in each clone once the watcher acked", checkWait},
+		{"the host's GET /v1/wait?after=N answered 200 adapted, above N, in each clone", checkHostWait},
+	}
+)
 
 // clientRecords returns the client's lines after the snapshot point.
 func clientRecords(lines []console.Line, after time.Duration) ([]console.Client, error) {
@@ -163,9 +188,10 @@ func clockSyncs(lines ...[]console.Line) []console.ClockSync {
 }
 
 // cloneDone reports whether a clone's console shows all the checks need:
-// the fork record, the wait's result, minAfter client lines after the
-// snapshot point of which minReseeded after the bump, and a clock sync. A
-// line that does not parse ends the wait too: the checks report it.
+// the wait's result, minAfter client lines after the snapshot point of
+// which minReseeded after the bump, and with a VM generation ID device the
+// fork record and a clock sync. A line that does not parse ends the wait
+// too: the checks report it.
 func cloneDone(o *observed, lines []console.Line) bool {
 	after, err := clientRecords(lines, o.sourceLast.T)
 	if err != nil {
@@ -181,8 +207,10 @@ func cloneDone(o *observed, lines []console.Line) bool {
 			n++
 		}
 	}
-	return len(forkRecords(lines)) > 0 && len(waits) > 0 && len(after) >= minAfter && n >= minReseeded &&
-		len(clockSyncs(lines)) > 0
+	if len(waits) == 0 || len(after) < minAfter || n < minReseeded {
+		return false
+	}
+	return !o.vmgenid || len(forkRecords(lines)) > 0 && len(clockSyncs(lines)) > 0
 }
 
 // bumpOf returns the clone's one bump, as the waiter read it from the page.
@@ -280,23 +308,123 @@ func checkForkRecords(o *observed) error {
 	return nil
 }
 
-// checkBump checks that each clone's provider bumped for the restore: one
-// bump, reason acpi (the kernel's fork record), seen on the console within
-// maxBumpDelay of cont on the host's clock.
-func checkBump(o *observed) error {
+// checkBump returns a check that each clone's provider bumped for the
+// restore: one bump, for reason (acpi: the kernel's fork record; host: the
+// host's push), above the source's generation, seen on the console within
+// maxDelay of cont on the host's clock (0: any time).
+func checkBump(reason string, maxDelay time.Duration) func(*observed) error {
+	return func(o *observed) error {
+		for _, c := range o.clones {
+			b, err := bumpOf(c)
+			if err != nil {
+				return err
+			}
+			if b.Reason != reason {
+				return fmt.Errorf("%s: the provider bumped to %d for reason %q, want %s (%s)", c.name, b.Gen, b.Reason, reason, reasonText[reason])
+			}
+			if b.Gen <= o.sourceReady.Gen {
+				return fmt.Errorf("%s: bumped to generation %d, not above the source's %d", c.name, b.Gen, o.sourceReady.Gen)
+			}
+			if c.bumpSeen <= 0 || maxDelay > 0 && c.bumpSeen > maxDelay {
+				return fmt.Errorf("%s: the bump reached the console %v after cont, want within %v", c.name, c.bumpSeen, maxDelay)
+			}
+		}
+		return nil
+	}
+}
+
+// reasonText says what a bump's reason stands for.
+var reasonText = map[string]string{
+	"acpi": "the kernel's VM-fork record",
+	"host": "the host's POST /v1/restore",
+}
+
+// checkSourceStatus checks what the host read from the source before the
+// snapshot: the generation the waiter saw at the snapshot point (the N the
+// host waits past), and the event source the scenario's devices make
+// snapsafed --backend auto choose: acpi with a VMGENID device, manual,
+// which cannot see a restore, without.
+func checkSourceStatus(o *observed) error {
+	st := o.sourceStatus
+	if st.Generation == 0 || st.Generation != o.sourceReady.Gen {
+		return fmt.Errorf("the source's endpoint said generation %d, its waiter %d at the snapshot point", st.Generation, o.sourceReady.Gen)
+	}
+	devices := len(st.VMGenID.Devices)
+	switch {
+	case o.vmgenid && (st.Source.Name != "acpi" || !st.Source.DetectsRestores || devices == 0):
+		return fmt.Errorf("with a VMGENID device: backend %s (detects restores: %v), %d devices probed; want acpi detecting restores", st.Source.Name, st.Source.DetectsRestores, devices)
+	case !o.vmgenid && (st.Source.Name != "manual" || st.Source.DetectsRestores || devices != 0):
+		return fmt.Errorf("without a VMGENID device: backend %s (detects restores: %v), %d devices probed; want manual, which cannot detect restores", st.Source.Name, st.Source.DetectsRestores, devices)
+	}
+	return nil
+}
+
+// checkNoForkRecords checks that without a VM generation ID device the
+// kernel did not reseed for the restore: only the host's push can tell the
+// provider.
+func checkNoForkRecords(o *observed) error {
 	for _, c := range o.clones {
-		b, err := bumpOf(c)
-		if err != nil {
-			return err
+		if n := len(forkRecords(c.lines)); n != 0 {
+			return fmt.Errorf("%s: %d kernel records %q without a VMGENID device, want none", c.name, n, forkMessage)
 		}
-		if b.Reason != "acpi" {
-			return fmt.Errorf("%s: the provider bumped to %d for reason %q, want acpi (the kernel's VM-fork record)", c.name, b.Gen, b.Reason)
+	}
+	return nil
+}
+
+// checkHostRefused checks that a push with a wrong bearer token was
+// refused; checkBump's one bump shows that it did not bump.
+func checkHostRefused(o *observed) error {
+	for _, c := range o.clones {
+		if r := c.host; r.refusedCode != http.StatusForbidden {
+			return fmt.Errorf("%s: POST /v1/restore with a wrong token: %s (%v), want 403 Forbidden", c.name, statusText(r.refusedCode), r.refusedErr)
 		}
-		if b.Gen <= o.sourceReady.Gen {
-			return fmt.Errorf("%s: bumped to generation %d, not above the source's %d", c.name, b.Gen, o.sourceReady.Gen)
+	}
+	return nil
+}
+
+// checkHostRestore checks the host's push: 200, ok, the kernel RNG
+// reseeded (snapsafed runs as root in the guest, with CAP_SYS_ADMIN), the
+// generation above the snapshot's and the one the clone's waiter saw.
+func checkHostRestore(o *observed) error {
+	n := o.sourceStatus.Generation
+	for _, c := range o.clones {
+		r := c.host
+		switch {
+		case !r.pushed:
+			return fmt.Errorf("%s: the host pushed no restore", c.name)
+		case r.restoreErr != nil:
+			return fmt.Errorf("%s: POST /v1/restore: %v", c.name, r.restoreErr)
+		case r.restoreCode != http.StatusOK || !r.restore.OK || !r.restore.KernelReseeded:
+			return fmt.Errorf("%s: POST /v1/restore: %s, ok=%v, kernel_reseeded=%v (%s); want 200, ok, reseeded", c.name, statusText(r.restoreCode), r.restore.OK, r.restore.KernelReseeded, r.restore.KernelReseed)
+		case r.restore.Generation <= n:
+			return fmt.Errorf("%s: POST /v1/restore: generation %d, not above the snapshot's %d", c.name, r.restore.Generation, n)
 		}
-		if c.bumpSeen <= 0 || c.bumpSeen > maxBumpDelay {
-			return fmt.Errorf("%s: the bump reached the console %v after cont, want within %v", c.name, c.bumpSeen, maxBumpDelay)
+		if b, err := bumpOf(c); err == nil && b.Gen != r.restore.Generation {
+			return fmt.Errorf("%s: POST /v1/restore said generation %d, the waiter saw the page bump to %d", c.name, r.restore.Generation, b.Gen)
+		}
+	}
+	return nil
+}
+
+// checkHostWait checks the host's GET /v1/wait?after=N, N the source's
+// generation read before the snapshot: 200, adapted, at a generation above
+// N, the one the clone's waiter saw.
+func checkHostWait(o *observed) error {
+	n := o.sourceStatus.Generation
+	for _, c := range o.clones {
+		r := c.host
+		switch {
+		case r.waitErr != nil:
+			return fmt.Errorf("%s: GET /v1/wait?after=%d: %v", c.name, n, r.waitErr)
+		case r.waitCode != http.StatusOK || !r.wait.Adapted:
+			return fmt.Errorf("%s: GET /v1/wait?after=%d: %s, adapted=%v at generation %d, outdated %+v: the clone never adapted within %v", c.name, n, statusText(r.waitCode), r.wait.Adapted, r.wait.Generation, r.wait.Outdated, hostWaitTimeout)
+		case r.wait.Generation <= n:
+			return fmt.Errorf("%s: GET /v1/wait?after=%d: adapted at generation %d, not above %d", c.name, n, r.wait.Generation, n)
+		case r.adapted <= 0:
+			return fmt.Errorf("%s: GET /v1/wait: no time measured from cont", c.name)
+		}
+		if b, err := bumpOf(c); err == nil && b.Gen != r.wait.Generation {
+			return fmt.Errorf("%s: GET /v1/wait said generation %d, the waiter saw the page bump to %d", c.name, r.wait.Generation, b.Gen)
 		}
 	}
 	return nil

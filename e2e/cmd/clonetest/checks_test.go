@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -10,21 +11,71 @@ import (
 	"time"
 
 	"github.com/snapsafe/snapsafe/e2e/console"
+	"github.com/snapsafe/snapsafe/runtime/api"
+	"github.com/snapsafe/snapsafe/runtime/provider/hostapi"
 )
 
-// loadRun builds the observations of a real run (testdata: Debian 6.1 guest
-// on QEMU 7.2 TCG) the way the driver does; the generation IDs and host
-// delays are from that run's log.
+// loadRun builds the observations of a real run of the vmgenid scenario
+// (testdata: Debian 6.1 guest on QEMU 7.2 TCG) the way the driver does; the
+// generation IDs and host delays are from that run's log. That run predates
+// the host endpoint: the host's figures are those of a later run on the
+// same kernel.
 func loadRun(t *testing.T) *observed {
 	t.Helper()
+	o := loadConsoles(t, "testdata")
+	o.vmgenid = true
+	o.sourceGenID = "10a35a2a-4252-427d-9775-e315726a0af8"
+	o.sourceStatus = api.Status{Generation: 1, Source: api.SourceInfo{Name: "acpi", DetectsRestores: true},
+		VMGenID: api.VMGenID{Devices: []api.VMGenIDDevice{{}}}}
+	for i, c := range []clone{
+		{name: "clone-a", genID: "6249df17-8795-45d8-8c72-036a985e4d09", bumpSeen: 141 * time.Millisecond,
+			host: hostRun{port: 41439, waitCode: 200, wait: hostapi.WaitResponse{Generation: 2, Adapted: true, WaitedSeconds: 0.169}, adapted: 668 * time.Millisecond}},
+		{name: "clone-b", genID: "381d059f-ae15-4bf4-b09a-5f52b43c26c7", bumpSeen: 141 * time.Millisecond,
+			host: hostRun{port: 35317, waitCode: 200, wait: hostapi.WaitResponse{Generation: 2, Adapted: true}, adapted: 499 * time.Millisecond}},
+	} {
+		c.lines = o.clones[i].lines
+		o.clones[i] = c
+	}
+	return o
+}
+
+// loadPushRun builds the observations of a real run of the host-push
+// scenario (testdata/host-push: Debian 6.1 guest on QEMU 7.2 TCG, no
+// VMGENID device); the host's figures are from that run's log.
+func loadPushRun(t *testing.T) *observed {
+	t.Helper()
+	o := loadConsoles(t, filepath.Join("testdata", "host-push"))
+	o.sourceStatus = api.Status{Generation: 1, Source: api.SourceInfo{Name: "manual"}, VMGenID: api.VMGenID{Devices: []api.VMGenIDDevice{}}}
+	reseed := "forced by the provider (RNDRESEEDCRNG) with 32 bytes of host entropy and 32 of rdrand"
+	for i, x := range []struct {
+		port              int
+		bump, push, adapt time.Duration
+		waited            float64
+	}{
+		{37003, 447 * time.Millisecond, 417 * time.Millisecond, 771 * time.Millisecond, 0.223},
+		{45139, 921 * time.Millisecond, 915 * time.Millisecond, 1016 * time.Millisecond, 0},
+	} {
+		c := &o.clones[i]
+		c.bumpSeen = x.bump
+		c.host = hostRun{port: x.port, refusedCode: 403, pushed: true, entropy: 32,
+			restoreCode: 200, restore: hostapi.RestoreResponse{OK: true, Generation: 2, KernelReseeded: true, KernelReseed: reseed}, restored: x.push,
+			waitCode: 200, wait: hostapi.WaitResponse{Generation: 2, Adapted: true, WaitedSeconds: x.waited}, adapted: x.adapt}
+	}
+	return o
+}
+
+// loadConsoles reads the consoles of a run, source.console, clone-a.console
+// and clone-b.console in dir, and finds the snapshot point in them.
+func loadConsoles(t *testing.T, dir string) *observed {
+	t.Helper()
 	read := func(name string) []console.Line {
-		data, err := os.ReadFile(filepath.Join("testdata", name+".console"))
+		data, err := os.ReadFile(filepath.Join(dir, name+".console"))
 		if err != nil {
 			t.Fatal(err)
 		}
 		return console.Parse(data)
 	}
-	o := &observed{sourceGenID: "10a35a2a-4252-427d-9775-e315726a0af8", sourceLines: read("source")}
+	o := &observed{sourceLines: read("source")}
 	recs, err := clientRecords(o.sourceLines, -1)
 	if err != nil {
 		t.Fatal(err)
@@ -35,22 +86,27 @@ func loadRun(t *testing.T) *observed {
 		t.Fatalf("ready records %v, %v", ready, err)
 	}
 	o.sourceReady = ready[0]
-	o.clones = []clone{
-		{name: "clone-a", genID: "6249df17-8795-45d8-8c72-036a985e4d09", lines: read("clone-a"), bumpSeen: 141 * time.Millisecond},
-		{name: "clone-b", genID: "381d059f-ae15-4bf4-b09a-5f52b43c26c7", lines: read("clone-b"), bumpSeen: 141 * time.Millisecond},
-	}
+	o.clones = []clone{{name: "clone-a", lines: read("clone-a")}, {name: "clone-b", lines: read("clone-b")}}
 	return o
 }
 
 func TestChecksPassOnRealRun(t *testing.T) {
-	o := loadRun(t)
-	for _, c := range checks {
-		if err := c.fn(o); err != nil {
-			t.Errorf("%s: %v", c.name, err)
-		}
-	}
-	if o.sourceReady != (console.Waiter{Event: console.WaiterReady, Gen: 1, Watchers: 1}) {
-		t.Errorf("source ready = %+v", o.sourceReady)
+	for _, x := range []struct {
+		scenario string
+		load     func(*testing.T) *observed
+	}{{"vmgenid", loadRun}, {"host-push", loadPushRun}} {
+		t.Run(x.scenario, func(t *testing.T) {
+			o := x.load(t)
+			i := slices.IndexFunc(scenarios, func(sc scenario) bool { return sc.name == x.scenario })
+			for _, c := range scenarios[i].checks {
+				if err := c.fn(o); err != nil {
+					t.Errorf("%s: %v", c.name, err)
+				}
+			}
+			if o.sourceReady != (console.Waiter{Event: console.WaiterReady, Gen: 1, Watchers: 1}) {
+				t.Errorf("source ready = %+v", o.sourceReady)
+			}
+		})
 	}
 }
 
@@ -220,7 +276,7 @@ func TestChecksFail(t *testing.T) {
 					return &l
 				})
 			},
-			checkBump, "clone-b: the provider bumped 0 times after the restore, want 1",
+			checkBump("acpi", maxBumpDelay), "clone-b: the provider bumped 0 times after the restore, want 1",
 		},
 		{
 			"a forced bump",
@@ -229,17 +285,17 @@ func TestChecksFail(t *testing.T) {
 					return replaceField(l, "reason", "forced")
 				})
 			},
-			checkBump, `reason "forced", want acpi`,
+			checkBump("acpi", maxBumpDelay), `reason "forced", want acpi`,
 		},
 		{
 			"a bump not above the source's generation",
 			func(o *observed) { o.sourceReady.Gen = 2 },
-			checkBump, "not above the source's 2",
+			checkBump("acpi", maxBumpDelay), "not above the source's 2",
 		},
 		{
 			"a late bump",
 			func(o *observed) { o.clones[1].bumpSeen = 1500 * time.Millisecond },
-			checkBump, "clone-b: the bump reached the console 1.5s after cont, want within 1s",
+			checkBump("acpi", maxBumpDelay), "clone-b: the bump reached the console 1.5s after cont, want within 1s",
 		},
 		{
 			"the clones' csprng output is the same after the bump",
@@ -428,11 +484,13 @@ func TestSummary(t *testing.T) {
 	printSummary(&b, "6.1.0-56-amd64", loadRun(t))
 	out := b.String()
 	for _, want := range []string{
-		"summary, guest kernel 6.1.0-56-amd64",
+		"summary, guest kernel 6.1.0-56-amd64, scenario vmgenid",
 		"generation: source 1 at the snapshot; clone-a 1 -> 2 (reason acpi); clone-b 1 -> 2 (reason acpi)",
 		"snapsafectl wait after the bump: clone-a exit 0, clone-b exit 0",
 		"uevents after the resume: clone-a none, clone-b none",
 		"cont -> bump on the console (host)        141ms       141ms",
+		"cont -> GET /v1/wait adapted (host)       668ms       499ms",
+		"GET /v1/wait?after=1&timeout=30s after cont: clone-a on 127.0.0.1:41439 200 OK adapted=true at generation 2",
 		"fork record -> page bump (guest)",
 		// The first line after the resume came before the bump: the same
 		// in both clones; then they differ, and the control never does.
@@ -459,5 +517,171 @@ func TestSummaryUevent(t *testing.T) {
 	printSummary(&b, "6.8", o)
 	if want := "uevents after the resume: clone-a none, clone-b " + ev + "\n"; !strings.Contains(b.String(), want) {
 		t.Errorf("summary lacks %q:\n%s", want, b.String())
+	}
+}
+
+// The host's observations, on the runs of both scenarios.
+func TestHostChecksFail(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		load  func(*testing.T) *observed
+		edit  func(o *observed)
+		check func(*observed) error
+		want  string
+	}{
+		{
+			"the endpoint's generation is not the waiter's", loadRun,
+			func(o *observed) { o.sourceStatus.Generation = 3 },
+			checkSourceStatus, "the source's endpoint said generation 3, its waiter 1",
+		},
+		{
+			"no status read", loadRun,
+			func(o *observed) { o.sourceStatus = api.Status{} },
+			checkSourceStatus, "said generation 0",
+		},
+		{
+			"the manual backend with a VMGENID device", loadRun,
+			func(o *observed) { o.sourceStatus.Source = api.SourceInfo{Name: "manual"} },
+			checkSourceStatus, "with a VMGENID device: backend manual (detects restores: false)",
+		},
+		{
+			"a VMGENID device in the device-less scenario", loadPushRun,
+			func(o *observed) {
+				o.sourceStatus.Source = api.SourceInfo{Name: "acpi", DetectsRestores: true}
+				o.sourceStatus.VMGenID.Devices = []api.VMGenIDDevice{{}}
+			},
+			checkSourceStatus, "without a VMGENID device: backend acpi (detects restores: true), 1 devices probed",
+		},
+		{
+			"the wait never adapted", loadRun,
+			func(o *observed) {
+				o.clones[1].host.waitCode = 504
+				o.clones[1].host.wait = hostapi.WaitResponse{Generation: 2, Outdated: []hostapi.Outdated{{Label: "watch", PID: 99, Comm: "snapsafectl"}}}
+			},
+			checkHostWait, "clone-b: GET /v1/wait?after=1: 504 Gateway Timeout, adapted=false at generation 2, outdated [{Label:watch PID:99 Comm:snapsafectl}]: the clone never adapted within 30s",
+		},
+		{
+			"the wait adapted at the snapshot's generation", loadRun,
+			func(o *observed) { o.clones[0].host.wait.Generation = 1 },
+			checkHostWait, "clone-a: GET /v1/wait?after=1: adapted at generation 1, not above 1",
+		},
+		{
+			"the wait's generation is not the page's", loadPushRun,
+			func(o *observed) { o.clones[0].host.wait.Generation = 3 },
+			checkHostWait, "clone-a: GET /v1/wait said generation 3, the waiter saw the page bump to 2",
+		},
+		{
+			"no answer to the wait", loadRun,
+			func(o *observed) { o.clones[0].host = hostRun{waitErr: errors.New("connection refused")} },
+			checkHostWait, "clone-a: GET /v1/wait?after=1: connection refused",
+		},
+		{
+			"no fork record expected", loadPushRun,
+			func(o *observed) { o.clones[1].lines = loadRun(t).clones[1].lines },
+			checkNoForkRecords, "clone-b: 1 kernel records",
+		},
+		{
+			"a wrong token accepted", loadPushRun,
+			func(o *observed) { o.clones[0].host.refusedCode = 200 },
+			checkHostRefused, "clone-a: POST /v1/restore with a wrong token: 200 OK (<nil>), want 403 Forbidden",
+		},
+		{
+			"no push", loadPushRun,
+			func(o *observed) { o.clones[1].host.pushed = false },
+			checkHostRestore, "clone-b: the host pushed no restore",
+		},
+		{
+			"the kernel was not reseeded", loadPushRun,
+			func(o *observed) {
+				o.clones[0].host.restoreCode = 500
+				o.clones[0].host.restore = hostapi.RestoreResponse{Generation: 2, KernelReseed: "not reseeded: the provider lacks CAP_SYS_ADMIN"}
+			},
+			checkHostRestore, "clone-a: POST /v1/restore: 500 Internal Server Error, ok=false, kernel_reseeded=false (not reseeded: the provider lacks CAP_SYS_ADMIN)",
+		},
+		{
+			"the push did not move the generation", loadPushRun,
+			func(o *observed) { o.clones[1].host.restore.Generation = 1 },
+			checkHostRestore, "clone-b: POST /v1/restore: generation 1, not above the snapshot's 1",
+		},
+		{
+			"the push's generation is not the page's", loadPushRun,
+			func(o *observed) { o.clones[1].host.restore.Generation = 3 },
+			checkHostRestore, "clone-b: POST /v1/restore said generation 3, the waiter saw the page bump to 2",
+		},
+		{
+			"a push refused", loadPushRun,
+			func(o *observed) {
+				o.clones[0].host.restoreCode = 403
+				o.clones[0].host.restoreErr = &answerError{403, "the bearer token does not match --host-token-file"}
+			},
+			checkHostRestore, "clone-a: POST /v1/restore: HTTP 403: the bearer token does not match",
+		},
+		{
+			"an acpi bump in the device-less scenario", loadPushRun,
+			func(o *observed) {
+				o.clones[0].lines = editLines(o.clones[0].lines, "waiter", func(_ int, l console.Line) *console.Line {
+					return replaceField(l, "reason", "acpi")
+				})
+			},
+			checkBump("host", 0), `clone-a: the provider bumped to 2 for reason "acpi", want host (the host's POST /v1/restore)`,
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := tc.load(t)
+			tc.edit(o)
+			err := tc.check(o)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("err = %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// Without a VMGENID device, a clone is done without a fork record or a
+// clock sync, but still needs the wait's result and the lines.
+func TestCloneDoneWithoutDevice(t *testing.T) {
+	o := loadPushRun(t)
+	lines := o.clones[1].lines
+	if len(forkRecords(lines)) != 0 {
+		t.Fatalf("the host-push clone has fork records")
+	}
+	noSyncs := slices.DeleteFunc(slices.Clone(lines), func(l console.Line) bool { return strings.Contains(l.Text, console.SyncPrefix) })
+	if !cloneDone(o, lines) || !cloneDone(o, noSyncs) {
+		t.Error("a complete clone is not done")
+	}
+	o.vmgenid = true
+	if cloneDone(o, lines) {
+		t.Error("done without a fork record when a device was there")
+	}
+	o.vmgenid = false
+	if cloneDone(o, slices.DeleteFunc(slices.Clone(lines), func(l console.Line) bool { return strings.HasPrefix(l.Text, "wait ") })) {
+		t.Error("done without the wait's result")
+	}
+}
+
+func TestPushSummary(t *testing.T) {
+	var b bytes.Buffer
+	printPushSummary(&b, "6.1.0-57-amd64", loadPushRun(t))
+	out := b.String()
+	for _, want := range []string{
+		"summary, guest kernel 6.1.0-57-amd64, scenario host-push (no VMGENID device: backend manual, detects restores: false)",
+		"generation: source 1 at the snapshot; clone-a 1 -> 2 (reason host); clone-b 1 -> 2 (reason host)",
+		"GET /v1/status on the source before the snapshot: generation 1; GET /v1/wait?after=1&timeout=30s after cont: clone-a on 127.0.0.1:37003 200 OK adapted=true at generation 2 (waited 0.223s in the guest)",
+		"POST /v1/restore, 32 bytes of the host's entropy, its own for each clone: clone-a 200 OK ok=true generation 2 kernel_reseeded=true (forced by the provider (RNDRESEEDCRNG)",
+		"POST /v1/restore with a wrong token, before: clone-a 403 Forbidden, clone-b 403 Forbidden",
+		"cont -> POST /v1/restore answered (host)  417ms       915ms",
+		"cont -> GET /v1/wait adapted (host)       771ms       1.016s",
+		// clone-a: the page's bump at 6.666841300s, the first line of
+		// generation 2 at 6.743168139s.
+		"page bump -> 1st reseeded line (guest)    76.33ms",
+		"+1   1   19a9807262b262c15cd3b9776de1f94e 1   19a9807262b262c15cd3b9776de1f94e same*",
+		"* drawn with generation 1, after the resume but before the host's push",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("summary lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "cannot summarize") || strings.Contains(out, "SAME") || strings.Contains(out, "DIFFER") {
+		t.Errorf("summary:\n%s", out)
 	}
 }

@@ -1,11 +1,19 @@
 // Command clonetest is snapsafe's end-to-end test on a real hypervisor. It
-// boots a Linux guest under QEMU with a VM generation ID device, runs the
-// provider (snapsafed --backend auto), a watcher, a client of the csprng
-// package and a stand-in orchestrator in it, snapshots it while they run,
-// restores the snapshot twice as two clones, resumes both and checks what
-// their consoles show: each clone's provider bumped for the kernel's VM-fork
-// record, csprng's output diverged while a userspace generator repeated byte
-// for byte, and `snapsafectl wait` returned once the watcher had acked.
+// boots a Linux guest under QEMU, runs the provider (snapsafed --backend
+// auto, with its host endpoint on a port QEMU forwards from the host's
+// loopback), a watcher, a client of the csprng package and a stand-in
+// orchestrator in it, snapshots it while they run, restores the snapshot
+// twice as two clones, resumes both and checks what their consoles and
+// their host endpoints show: each clone's provider bumped, csprng's output
+// diverged while a userspace generator repeated byte for byte, and
+// `snapsafectl wait` in the guest and GET /v1/wait from the host returned
+// once the watcher had acked.
+//
+// It runs two scenarios (see scenarios): "vmgenid", with a VM generation
+// ID device, where the provider bumps for the kernel's VM-fork record and
+// the host only waits; and "host-push", without one, where the provider
+// cannot see the restore and the host pushes it (POST /v1/restore with
+// fresh entropy and the token baked into the guest).
 //
 // Run it from the module root as root (Debian's kernels are mode 0600):
 //
@@ -58,7 +66,10 @@ var guestPrograms = []guestProgram{
 	// summary shows whether the kernel sent one on the restore (only 6.8
 	// sends NEW_VMGENID=1; see docs/sources.md).
 	{name: "uevent", argv: []string{"uevent", "sh", "-c", `echo "ACTION=$ACTION DEVPATH=$DEVPATH SUBSYSTEM=$SUBSYSTEM NEW_VMGENID=$NEW_VMGENID"`}},
-	{name: "snapsafed", pkg: module + "/cmd/snapsafed", argv: []string{"snapsafed", "--backend", "auto"}},
+	// The host endpoint listens on every address of the guest; the only
+	// way to it is QEMU's forward from the host's loopback (machine.args).
+	{name: "snapsafed", pkg: module + "/cmd/snapsafed", argv: []string{"snapsafed", "--backend", "auto",
+		"--host-listen", fmt.Sprintf("tcp:0.0.0.0:%d", guestPort), "--host-token-file", "/" + guestTokenFile}},
 	// The watcher rebuilds nothing; it acknowledges each generation it is
 	// told of, which is what releases the orchestrator wait.
 	{name: "watcher", pkg: module + "/cmd/snapsafectl", argv: afterProvider("snapsafectl", "watch", "--ack")},
@@ -86,6 +97,10 @@ const bootLines = 10
 // what the consoles show.
 const cloneTimeout = 20 * time.Second
 
+// statusTimeout bounds the wait for the source's host endpoint to answer
+// once the guest programs run (it answers within a few 100 ms).
+const statusTimeout = 15 * time.Second
+
 func main() {
 	var opts options
 	flag.Func("kernel", "guest kernel `path`, repeatable (default: every /boot/vmlinuz-* with CONFIG_VMGENID=y)", func(p string) error {
@@ -93,7 +108,16 @@ func main() {
 		return nil
 	})
 	flag.BoolVar(&opts.keep, "keep", false, "keep the work directory (consoles, QEMU logs, initramfs, VM state)")
-	flag.DurationVar(&opts.timeout, "timeout", 90*time.Second, "fail a kernel's run when it takes longer (a passing one takes about 10s)")
+	flag.DurationVar(&opts.timeout, "timeout", 90*time.Second, "fail a kernel's run of a scenario when it takes longer (a passing one takes about 15s)")
+	flag.Func("scenario", "run only this `scenario` (vmgenid or host-push), repeatable (default: both)", func(name string) error {
+		for _, sc := range scenarios {
+			if sc.name == name {
+				opts.scenarios = append(opts.scenarios, sc)
+				return nil
+			}
+		}
+		return fmt.Errorf("unknown scenario %q: use vmgenid or host-push", name)
+	})
 	flag.StringVar(&opts.qemu, "qemu", "qemu-system-x86_64", "QEMU `binary`")
 	flag.Parse()
 	if flag.NArg() != 0 {
@@ -111,36 +135,41 @@ func main() {
 	}
 	for _, r := range results {
 		if r.err == nil {
-			fmt.Printf("clonetest: PASS %s in %v\n", r.kernel, r.took)
+			fmt.Printf("clonetest: PASS %s %s in %v\n", r.kernel, r.scenario, r.took)
 		} else {
-			fmt.Printf("clonetest: FAIL %s in %v: %v\n", r.kernel, r.took, r.err)
+			fmt.Printf("clonetest: FAIL %s %s in %v: %v\n", r.kernel, r.scenario, r.took, r.err)
 		}
 	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "clonetest: FAIL: %v\n", err)
 		os.Exit(1)
 	}
-	fmt.Printf("clonetest: PASS (%d kernels in %v)\n", len(results), since(t0))
+	fmt.Printf("clonetest: PASS (%d runs in %v)\n", len(results), since(t0))
 }
 
 type options struct {
-	kernels []string
-	qemu    string
-	keep    bool
-	timeout time.Duration
+	kernels   []string
+	scenarios []scenario
+	qemu      string
+	keep      bool
+	timeout   time.Duration
 }
 
-// result is how one kernel's run ended.
+// result is how one kernel's run of one scenario ended.
 type result struct {
-	kernel  string
-	took    time.Duration
-	err     error
-	summary string // what printSummary printed for a passing run
+	kernel, scenario string
+	took             time.Duration
+	err              error
+	summary          string // what the scenario's summary printed for a passing run
 }
 
-// runAll checks the host, builds the guest once and runs every kernel. The
-// error is nil only when every kernel passed.
+// runAll checks the host, builds the guest programs once and runs every
+// scenario on every kernel. The error is nil only when every run passed.
 func runAll(ctx context.Context, opts options) ([]result, error) {
+	scs := opts.scenarios
+	if len(scs) == 0 {
+		scs = scenarios
+	}
 	tools, err := findTools(opts.qemu)
 	if err != nil {
 		return nil, err
@@ -158,50 +187,84 @@ func runAll(ctx context.Context, opts options) ([]result, error) {
 	} else {
 		defer os.RemoveAll(dir)
 	}
-	logf("kernels %s; QEMU %s; work directory %s", strings.Join(kernels, ", "), tools.qemu, dir)
+	mods := map[string][]string{}
+	for _, k := range kernels {
+		if mods[k], err = netModules(kernelVersion(k)); err != nil {
+			return nil, fmt.Errorf("guest kernel %s: %w", k, err)
+		}
+		if err := checkApplets(tools.busybox, mods[k]); err != nil {
+			return nil, err
+		}
+	}
+	var names []string
+	for _, sc := range scs {
+		names = append(names, sc.name)
+	}
+	logf("kernels %s; scenarios %s; QEMU %s; work directory %s", strings.Join(kernels, ", "), strings.Join(names, ", "), tools.qemu, dir)
 
 	t0 := time.Now()
 	binaries, err := buildGuest(ctx, tools.goTool, filepath.Join(dir, "bin"))
 	if err != nil {
 		return nil, err
 	}
-	initrd := filepath.Join(dir, "initramfs.cpio")
-	if err := packInitramfs(initrd, tools.busybox, binaries); err != nil {
+	logf("built the guest programs (static) in %v", since(t0))
+	token, err := newToken()
+	if err != nil {
 		return nil, err
 	}
-	logf("built the guest programs (static) and packed %s in %v", sizeOf(initrd), since(t0))
 
 	var results []result
 	var failed []string
 	for _, k := range kernels {
-		m := machine{qemu: tools.qemu, kernel: k, initrd: initrd, dir: filepath.Join(dir, kernelVersion(k))}
-		t0 := time.Now()
-		summary, err := runKernel(ctx, opts.timeout, m)
-		results = append(results, result{kernel: kernelVersion(k), took: since(t0), err: err, summary: summary})
-		if err != nil {
-			failed = append(failed, kernelVersion(k))
+		// One initramfs per kernel, for its modules; the scenarios differ
+		// only in QEMU's devices.
+		kdir := filepath.Join(dir, kernelVersion(k))
+		if err := os.MkdirAll(kdir, 0o755); err != nil {
+			return results, err
+		}
+		initrd := filepath.Join(kdir, "initramfs.cpio")
+		if err := packInitramfs(initrd, tools.busybox, binaries, mods[k], token); err != nil {
+			return results, err
+		}
+		logf("packed %s (%s) with %d kernel modules for the network: %s", initrd, sizeOf(initrd), len(mods[k]), moduleNames(mods[k]))
+		for _, sc := range scs {
+			m := machine{qemu: tools.qemu, kernel: k, initrd: initrd, dir: filepath.Join(kdir, sc.name), vmgenid: sc.vmgenid}
+			t0 := time.Now()
+			summary, err := runKernel(ctx, opts.timeout, m, sc, token)
+			results = append(results, result{kernel: kernelVersion(k), scenario: sc.name, took: since(t0), err: err, summary: summary})
+			if !opts.keep {
+				// The VM state is 150 MB; the consoles are kept until the end.
+				os.Remove(filepath.Join(m.dir, "state"))
+			}
+			if err != nil {
+				failed = append(failed, kernelVersion(k)+" "+sc.name)
+			}
+			if ctx.Err() != nil {
+				break // interrupted: the remaining runs would fail at once
+			}
 		}
 		if ctx.Err() != nil {
-			break // interrupted: the remaining kernels would fail at once
+			break
 		}
 	}
 	if len(failed) > 0 {
-		return results, fmt.Errorf("%d of %d kernels failed: %s", len(failed), len(kernels), strings.Join(failed, ", "))
+		return results, fmt.Errorf("%d of %d runs failed: %s", len(failed), len(kernels)*len(scs), strings.Join(failed, ", "))
 	}
 	return results, nil
 }
 
-// runKernel is one run on one kernel: boot, snapshot, two clones, checks.
-// It returns the run's summary when it passed, and prints the QMP events
-// and the tails of every VM's console and log when it failed.
-func runKernel(ctx context.Context, timeout time.Duration, m machine) (string, error) {
+// runKernel is one run of a scenario on one kernel: boot, snapshot, two
+// clones, checks. It returns the run's summary when it passed, and prints
+// the QMP events and the tails of every VM's console and log when it
+// failed.
+func runKernel(ctx context.Context, timeout time.Duration, m machine, sc scenario, token string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	logf("==== %s", m.kernel)
+	logf("==== %s, scenario %s: %s", m.kernel, sc.name, sc.what)
 	if err := os.MkdirAll(m.dir, 0o755); err != nil {
 		return "", err
 	}
-	h := &harness{m: m}
+	h := &harness{m: m, sc: sc, token: token}
 	err := h.run(ctx)
 	h.stopAll()
 	if err != nil {
@@ -215,21 +278,24 @@ func logf(format string, args ...any) {
 	fmt.Printf("clonetest: "+format+"\n", args...)
 }
 
-// harness is one kernel's run.
+// harness is one kernel's run of one scenario.
 type harness struct {
 	m       machine
-	vms     []*vm // every QEMU started, for cleanup and diagnostics
+	sc      scenario
+	token   string // the bearer token baked into the guest
+	vms     []*vm  // every QEMU started, for cleanup and diagnostics
 	summary strings.Builder
 }
 
 func (h *harness) run(ctx context.Context) error {
-	var o observed
+	o := observed{vmgenid: h.m.vmgenid}
 	state := filepath.Join(h.m.dir, "state")
 	if err := h.bootAndSnapshot(ctx, state, &o); err != nil {
 		return err
 	}
 	waitErr := h.runClones(ctx, state, &o)
 
+	checks := h.sc.checks
 	var failed []string
 	for _, c := range checks {
 		if err := c.fn(&o); err != nil {
@@ -240,7 +306,7 @@ func (h *harness) run(ctx context.Context) error {
 		logf("check ok: %s", c.name)
 	}
 	if waitErr == nil && len(failed) == 0 {
-		printSummary(&h.summary, kernelVersion(h.m.kernel), &o)
+		h.sc.summary(&h.summary, kernelVersion(h.m.kernel), &o)
 	}
 	var errs []error
 	if waitErr != nil {
@@ -274,11 +340,29 @@ func (h *harness) bootAndSnapshot(ctx context.Context, state string, o *observed
 		return err
 	}
 	logf("source ready for the snapshot %v after start", since(src.started))
-	if o.sourceGenID, err = src.generationID(ctx); err != nil {
+	if h.m.vmgenid {
+		if o.sourceGenID, err = src.generationID(ctx); err != nil {
+			return err
+		}
+	}
+	// The host reads the generation it will wait past, through the port
+	// QEMU forwards to the guest's endpoint.
+	port, err := src.hostForward(ctx)
+	if err != nil {
 		return err
 	}
-
 	t0 := time.Now()
+	sctx, cancel := context.WithTimeout(ctx, statusTimeout)
+	o.sourceStatus, err = newEndpoint(src.name, port).waitStatus(sctx)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("%w: see /init's network line and snapsafed's lines on the console", err)
+	}
+	logf("source: GET http://127.0.0.1:%d/v1/status (to the guest's %s:%d) answered in %v: generation %d, backend %s (detects restores: %v), %d VMGENID device(s)",
+		port, strings.Split(guestNet.Address, "/")[0], guestPort, since(t0), o.sourceStatus.Generation, o.sourceStatus.Source.Name,
+		o.sourceStatus.Source.DetectsRestores, len(o.sourceStatus.VMGenID.Devices))
+
+	t0 = time.Now()
 	if err := src.snapshot(ctx, state); err != nil {
 		return err
 	}
@@ -324,13 +408,18 @@ func (h *harness) runClones(ctx context.Context, state string, o *observed) erro
 		if st != "paused" {
 			return fmt.Errorf("%s: came up %s, want paused until cont", name, st)
 		}
-		genID, err := v.generationID(ctx)
-		if err != nil {
+		c := clone{name: name}
+		if h.m.vmgenid {
+			if c.genID, err = v.generationID(ctx); err != nil {
+				return err
+			}
+		}
+		if c.host.port, err = v.hostForward(ctx); err != nil {
 			return err
 		}
-		logf("%s: restored (paused) in %v, generation ID %s (source: %s)", name, since(v.started), genID, o.sourceGenID)
+		logf("%s: restored (paused) in %v, generation ID %q (source: %q), host endpoint on 127.0.0.1:%d", name, since(v.started), c.genID, o.sourceGenID, c.host.port)
 		vms = append(vms, v)
-		o.clones = append(o.clones, clone{name: name, genID: genID})
+		o.clones = append(o.clones, c)
 	}
 	resumed := make([]time.Time, len(vms))
 	for i, v := range vms {
@@ -340,7 +429,19 @@ func (h *harness) runClones(ctx context.Context, state string, o *observed) erro
 		resumed[i] = time.Now()
 	}
 
-	ctx, cancel := context.WithTimeout(ctx, cloneTimeout)
+	// The host's part, on the host's clock from cont, bounded by the run's
+	// timeout: a wait that times out says which watchers were outdated.
+	var hostWG sync.WaitGroup
+	defer hostWG.Wait()
+	for i, v := range vms {
+		hostWG.Add(1)
+		go func() {
+			defer hostWG.Done()
+			h.sc.host(ctx, newEndpoint(v.name, o.clones[i].host.port), h.token, o.sourceStatus.Generation, &o.clones[i].host, resumed[i])
+		}()
+	}
+
+	cctx, cancel := context.WithTimeout(ctx, cloneTimeout)
 	defer cancel()
 	errs := make([]error, len(vms))
 	var wg sync.WaitGroup
@@ -349,28 +450,37 @@ func (h *harness) runClones(ctx context.Context, state string, o *observed) erro
 		go func() {
 			defer wg.Done()
 			c := &o.clones[i]
-			if _, errs[i] = v.waitConsole(ctx, "the provider's bump", func(l []console.Line) bool {
+			if _, errs[i] = v.waitConsole(cctx, "the provider's bump", func(l []console.Line) bool {
 				b, _ := waiterRecords(l, console.WaiterBump)
 				return len(b) > 0
 			}); errs[i] == nil {
 				c.bumpSeen = time.Since(resumed[i])
-				_, errs[i] = v.waitConsole(ctx, "the fork record, the wait's result, enough client lines and a clock sync", func(l []console.Line) bool {
+				what := "the wait's result and enough client lines"
+				if o.vmgenid {
+					what = "the fork record, " + what + " and a clock sync"
+				}
+				_, errs[i] = v.waitConsole(cctx, what, func(l []console.Line) bool {
 					return cloneDone(o, l)
 				})
-			}
-			// The lines so far, complete or not, go to the checks.
-			var err error
-			if c.lines, err = v.lines(); err != nil {
-				errs[i] = errors.Join(errs[i], err)
 			}
 		}()
 	}
 	wg.Wait()
+	// The host's requests are answered before the clones stop.
+	hostWG.Wait()
+	for i, v := range vms {
+		// The lines so far, complete or not, go to the checks.
+		var err error
+		if o.clones[i].lines, err = v.lines(); err != nil {
+			errs[i] = errors.Join(errs[i], err)
+		}
+	}
 	h.stopAll()
 	for i, c := range o.clones {
 		if errs[i] == nil {
 			logf("%s: the provider's bump reached the console %v after cont", c.name, c.bumpSeen.Round(time.Millisecond))
 		}
+		logf("%s: host: %s", c.name, c.host.String())
 	}
 	return errors.Join(errs...)
 }
@@ -440,8 +550,12 @@ func buildGuest(ctx context.Context, goTool, dir string) ([]string, error) {
 	return bins, nil
 }
 
-func packInitramfs(path, busybox string, binaries []string) error {
-	spec := initramfs.Spec{Busybox: busybox, Binaries: binaries}
+// packInitramfs packs the guest: busybox, the binaries, the kernel modules
+// for the network, the host endpoint's token and /init.
+func packInitramfs(path, busybox string, binaries, modules []string, token string) error {
+	spec := initramfs.Spec{Busybox: busybox, Binaries: binaries, Modules: modules, Net: &guestNet,
+		// snapsafed refuses a token file others may read.
+		Files: []initramfs.File{{Name: guestTokenFile, Mode: 0o600, Data: []byte(token + "\n")}}}
 	for _, p := range guestPrograms {
 		spec.Programs = append(spec.Programs, initramfs.Program{Name: p.name, Argv: p.argv})
 	}

@@ -46,6 +46,39 @@ func findTools(qemu string) (tools, error) {
 	return t, nil
 }
 
+// checkApplets checks that busybox has the applets the guest's /init runs
+// besides the usual ones: ip for the network, insmod and the decompressor
+// of each module's compression.
+func checkApplets(busybox string, modules []string) error {
+	out, err := exec.Command(busybox, "--list").Output()
+	if err != nil {
+		return fmt.Errorf("%s --list: %v", busybox, err)
+	}
+	have := map[string]bool{}
+	for _, a := range strings.Fields(string(out)) {
+		have[a] = true
+	}
+	var missing []string
+	need := []string{"ip", "insmod"}
+	for _, m := range modules {
+		switch {
+		case strings.HasSuffix(m, ".xz"):
+			need = append(need, "xzcat")
+		case strings.HasSuffix(m, ".gz"):
+			need = append(need, "zcat")
+		}
+	}
+	for _, a := range need {
+		if !have[a] && !slices.Contains(missing, a) {
+			missing = append(missing, a)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("%s has no applet %s, which the guest needs for its network: use Debian's busybox-static (%s)", busybox, strings.Join(missing, ", "), installHint)
+	}
+	return nil
+}
+
 // findKernels returns the kernels to boot, oldest first: paths when given
 // (each must be usable), else every /boot/vmlinuz-* whose config beside it
 // builds the vmgenid driver in. None is an error naming what to install.

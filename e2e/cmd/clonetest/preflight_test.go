@@ -66,3 +66,18 @@ func TestFindKernels(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckApplets(t *testing.T) {
+	dir := t.TempDir()
+	bb := filepath.Join(dir, "busybox")
+	if err := os.WriteFile(bb, []byte("#!/bin/sh\necho cat\necho insmod\necho ip\necho sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := checkApplets(bb, []string{"/lib/modules/v/failover.ko"}); err != nil {
+		t.Errorf("uncompressed modules: %v", err)
+	}
+	err := checkApplets(bb, []string{"a.ko.xz", "b.ko.xz", "c.ko.gz"})
+	if err == nil || !strings.Contains(err.Error(), "has no applet xzcat, zcat,") {
+		t.Errorf("compressed modules: %v", err)
+	}
+}

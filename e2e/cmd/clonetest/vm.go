@@ -7,10 +7,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/snapsafe/snapsafe/e2e/console"
+	"github.com/snapsafe/snapsafe/e2e/initramfs"
 	"github.com/snapsafe/snapsafe/e2e/qmp"
 )
 
@@ -23,11 +25,23 @@ const pollInterval = 20 * time.Millisecond
 type machine struct {
 	qemu, kernel, initrd string
 	dir                  string // work directory: consoles, logs, sockets
+	// vmgenid gives the VMs a VM generation ID device (guid=auto: a new
+	// ID on every restore).
+	vmgenid bool
 }
+
+// guestPort is the guest's TCP port of the host endpoint (snapsafed
+// --host-listen); each VM forwards a port of the host's loopback to it.
+const guestPort = 8080
+
+// guestNet is the guest's address in QEMU's user network (slirp), which
+// lives inside the QEMU process: 10.0.2.2 is slirp's gateway, nothing on
+// the host's network.
+var guestNet = initramfs.Net{Interface: "eth0", Address: "10.0.2.15/24", Gateway: "10.0.2.2"}
 
 // args returns QEMU's command line for the VM called name.
 func (m machine) args(name string) []string {
-	return []string{
+	args := []string{
 		"-nodefaults", "-no-user-config",
 		"-accel", "tcg",
 		// The guest needs RDRAND: without it its RNG is never ready in time
@@ -41,9 +55,22 @@ func (m machine) args(name string) []string {
 		// panic=-1 with -no-reboot makes a guest panic end QEMU.
 		"-append", "console=ttyS0 quiet panic=-1",
 		"-serial", "file:" + m.consolePath(name),
-		"-device", "vmgenid,id=vmgenid0,guid=auto",
+		// User networking, restricted: the guest reaches nothing outside
+		// QEMU (no routing to the host or beyond, no DNS), and the one way
+		// in is the forward from a port of the host's loopback, which QEMU
+		// picks (port 0) and hostForward reads back. A clone restored with
+		// another host port is fine: the forward is slirp's, on the host
+		// side, and set up from the command line, not from the state.
+		"-netdev", fmt.Sprintf("user,id=n0,restrict=on,ipv6=off,hostfwd=tcp:127.0.0.1:0-:%d", guestPort),
+		// romfile= : no PXE ROM, which direct kernel boot does not use and
+		// ipxe-qemu would provide.
+		"-device", "virtio-net-pci,netdev=n0,romfile=",
 		"-qmp", "unix:" + m.qmpPath(name) + ",server=on,wait=off",
 	}
+	if m.vmgenid {
+		args = append(args, "-device", "vmgenid,id=vmgenid0,guid=auto")
+	}
+	return args
 }
 
 func (m machine) consolePath(name string) string { return filepath.Join(m.dir, name+".console") }
@@ -196,6 +223,48 @@ func (v *vm) generationID(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("%s: %w", v.name, err)
 	}
 	return r.GUID, nil
+}
+
+// hostForward returns the port of the host's loopback that QEMU forwards to
+// the guest's guestPort.
+func (v *vm) hostForward(ctx context.Context) (int, error) {
+	var out string
+	if err := v.qmp.Execute(ctx, "human-monitor-command", map[string]string{"command-line": "info usernet"}, &out); err != nil {
+		return 0, fmt.Errorf("%s: %w", v.name, err)
+	}
+	port, err := parseHostForward(out, guestPort)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", v.name, err)
+	}
+	return port, nil
+}
+
+// parseHostForward finds, in the output of QEMU's "info usernet", the
+// host's port of the TCP forward to the guest's port guest:
+//
+//	Hub -1 (n0):
+//	  Protocol[State]    FD  Source Address  Port   Dest. Address  Port RecvQ SendQ
+//	  TCP[HOST_FORWARD]   3       127.0.0.1 43735       10.0.2.15  8080     0     0
+func parseHostForward(out string, guest int) (int, error) {
+	var found []int
+	for _, l := range strings.Split(out, "\n") {
+		f := strings.Fields(l)
+		if len(f) < 6 || f[0] != "TCP[HOST_FORWARD]" {
+			continue
+		}
+		src, err1 := strconv.Atoi(f[3])
+		dst, err2 := strconv.Atoi(f[5])
+		if err1 != nil || err2 != nil || src <= 0 || src > 65535 {
+			return 0, fmt.Errorf("info usernet: cannot read the forward %q", strings.TrimSpace(l))
+		}
+		if dst == guest {
+			found = append(found, src)
+		}
+	}
+	if len(found) != 1 {
+		return 0, fmt.Errorf("info usernet: %d TCP forwards to the guest's port %d, want 1:\n%s", len(found), guest, out)
+	}
+	return found[0], nil
 }
 
 // snapshot stops the VM and saves its state to path with a migration to a
