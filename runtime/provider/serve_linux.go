@@ -87,20 +87,33 @@ func (p *Provider) admit(conn *net.UnixConn) (*peer, error) {
 	return c, nil
 }
 
+// maxRequest is the longest request: a watch with a label.
+const maxRequest = wire.HeaderSize + 8 + wire.MaxLabel
+
 // serve reads and handles c's requests until it goes away or misbehaves.
+//
+// Its read buffer is small, more than maxRequest but far less than
+// wire.MaxMessage, so that a serve goroutine, which spends its life blocked
+// in that read, keeps a small stack: a longer datagram arrives truncated
+// (MSG_TRUNC) and is refused as its header says (wire.Classify; any
+// request that long is malformed). It has no room for control messages
+// either: descriptors a client sends are discarded by the kernel, never
+// received.
 func (p *Provider) serve(c *peer) {
 	defer p.wg.Done()
 	defer p.drop(c)
-	buf := make([]byte, wire.MaxMessage)
-	oob := make([]byte, wire.OOBSpace(16))
+	var buf [128]byte
 	for {
-		m, f, n, err := wire.Read(c.conn, buf, oob)
-		if f != nil {
-			f.Close() // clients never send descriptors
-		}
-		if err == nil && n == 0 || err != nil && !errors.Is(err, wire.ErrMalformed) {
+		n, _, flags, _, err := c.conn.ReadMsgUnix(buf[:], nil)
+		if err != nil || n == 0 {
 			return // EOF, or the connection was closed by drop
 		}
+		if flags&unix.MSG_TRUNC != 0 {
+			code, id := wire.Classify(buf[:n])
+			p.refuse(c, id, code, truncated(code, buf[:n]))
+			return
+		}
+		m, err := wire.Decode(buf[:n])
 		if err != nil {
 			code, id := wire.Classify(buf[:n])
 			p.refuse(c, id, code, err.Error())
@@ -116,4 +129,16 @@ func (p *Provider) serve(c *peer) {
 			return
 		}
 	}
+}
+
+// truncated is the refusal's text for a datagram longer than serve's buffer
+// (b is its beginning), refused with code.
+func truncated(code wire.Code, b []byte) string {
+	switch code {
+	case wire.CodeVersion:
+		return fmt.Sprintf("%v: protocol version %d, want %d", wire.ErrMalformed, b[0], wire.Version)
+	case wire.CodeUnknown:
+		return fmt.Sprintf("message type %#x is not a request", b[1])
+	}
+	return fmt.Sprintf("%v: longer than %d bytes, the longest request", wire.ErrMalformed, maxRequest)
 }
