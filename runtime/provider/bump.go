@@ -103,9 +103,9 @@ func (p *Provider) bumpLocked(reason shm.Reason, floor uint64) (uint64, error) {
 			default: // an event is already pending; it will carry the newest generation
 			}
 		}
-		if c.waiting {
-			p.endWaitLocked(c, wire.WaitNewGeneration)
-		}
+	}
+	for c := range p.waiters {
+		p.endWaitLocked(c, wire.WaitNewGeneration)
 	}
 	p.afterPublishLocked(damage)
 	if reason != shm.ReasonStartup {

@@ -30,6 +30,7 @@ func New(cfg Config) (*Provider, error) {
 		started:  time.Now(),
 		ready:    make(chan struct{}),
 		conns:    make(map[*peer]struct{}),
+		waiters:  make(map[*peer]struct{}),
 	}
 	if p.dir == "" {
 		p.dir = DefaultDir()

@@ -45,6 +45,9 @@ func (p *Provider) drop(c *peer) {
 		return
 	}
 	delete(p.conns, c)
+	if c.waiting {
+		delete(p.waiters, c)
+	}
 	if c.watcher {
 		p.watchers--
 		if c.tracked {

@@ -97,7 +97,8 @@ type Provider struct {
 
 	mu          sync.Mutex
 	conns       map[*peer]struct{}
-	ledger      ledger // what each uid holds
+	waiters     map[*peer]struct{} // peers with a wait in progress
+	ledger      ledger             // what each uid holds
 	refusals    refusalLog
 	watchers    int // peers that are watchers
 	tracked     int // watchers that are tracked

@@ -12,6 +12,7 @@ import (
 // that a slow peer never holds the provider's lock.
 func (p *Provider) endWaitLocked(c *peer, r wire.WaitResult) {
 	c.waiting = false
+	delete(p.waiters, c)
 	msg := wire.EncodeWaitDone(c.waitID, r, p.gen.Load())
 	p.wg.Add(1)
 	go func() {
@@ -25,10 +26,8 @@ func (p *Provider) checkWaitsLocked() {
 	if p.outdated != 0 {
 		return
 	}
-	for c := range p.conns {
-		if c.waiting {
-			p.endWaitLocked(c, wire.WaitOK)
-		}
+	for c := range p.waiters {
+		p.endWaitLocked(c, wire.WaitOK)
 	}
 }
 
@@ -113,6 +112,7 @@ func (p *Provider) wait(c *peer, id uint32, seen uint64) (wire.Code, string) {
 		return wire.CodeLimit, "a wait is already in progress on this connection"
 	}
 	c.waiting, c.waitID = true, id
+	p.waiters[c] = struct{}{}
 	cur := p.gen.Load()
 	switch {
 	case seen != 0 && seen != cur, c.watcher && c.tracked && c.acked != cur:
