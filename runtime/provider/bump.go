@@ -96,14 +96,7 @@ func (p *Provider) bumpLocked(reason shm.Reason, floor uint64) (uint64, error) {
 	p.gen.Store(next)
 	p.bumps++
 	p.outdated = p.tracked
-	for c := range p.conns {
-		if c.watcher {
-			select {
-			case c.notify <- struct{}{}:
-			default: // an event is already pending; it will carry the newest generation
-			}
-		}
-	}
+	p.events.bumped() // notify.go: every watcher gets the event, outside mu
 	for c := range p.waiters {
 		p.endWaitLocked(c, wire.WaitNewGeneration)
 	}

@@ -3,12 +3,12 @@ package provider
 import (
 	"errors"
 
-	"github.com/snapsafe/snapsafe/runtime/internal/wire"
 	"golang.org/x/sys/unix"
 )
 
-// sendEvent sends c a generation event for gen if, and only if, c has read
-// everything the provider sent it before, and never blocks.
+// sendEvent sends c the generation event msg if, and only if, c has read
+// everything the provider sent it before, and never blocks. The caller
+// holds c.wmu.
 //
 // SIOCOUTQ on a Unix socket is the bytes of the messages this end sent that
 // the peer has not read yet (the kernel charges them to the sender until
@@ -18,17 +18,13 @@ import (
 // queue filled up meanwhile (a reply got there first), the event is
 // deferred, not waited for. Under wmu, so no other write of the provider's
 // interleaves.
-func (p *Provider) sendEvent(c *peer, gen uint64) eventResult {
-	msg := wire.Encode(wire.Generation, 0, wire.U64(gen))
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	rc, err := c.conn.SyscallConn()
-	if err != nil {
+func (p *Provider) sendEvent(c *peer, msg []byte) eventResult {
+	if c.raw == nil {
 		c.conn.Close()
 		return eventFailed
 	}
 	res := eventFailed
-	cerr := rc.Control(func(fd uintptr) {
+	cerr := c.raw.Control(func(fd uintptr) {
 		// Should the kernel refuse the ioctl, the event is sent anyway:
 		// still without blocking or a disconnect, only not coalesced.
 		if unread, err := unix.IoctlGetInt(int(fd), unix.SIOCOUTQ); err == nil && unread > 0 {

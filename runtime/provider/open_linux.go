@@ -31,6 +31,7 @@ func New(cfg Config) (*Provider, error) {
 		ready:    make(chan struct{}),
 		conns:    make(map[*peer]struct{}),
 		waiters:  make(map[*peer]struct{}),
+		events:   newNotifier(),
 	}
 	if p.dir == "" {
 		p.dir = DefaultDir()

@@ -3,6 +3,8 @@ package provider
 import (
 	"net"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/snapsafe/snapsafe/shm"
@@ -12,6 +14,7 @@ import (
 // provider's lock.
 type peer struct {
 	conn   *net.UnixConn
+	raw    syscall.RawConn // conn's, for sendEvent
 	uid    uint32
 	gid    uint32
 	pid    int32
@@ -20,10 +23,19 @@ type peer struct {
 	// the global bounds and entitled to the reserve (bounds.go).
 	reserved bool
 
-	wmu      sync.Mutex    // serialises writes to conn
-	deadline time.Time     // conn's write deadline; under wmu
-	notify   chan struct{} // capacity 1: a bump, or a request that may mean the peer read its event
-	done     chan struct{} // closed when the peer is dropped
+	wmu      sync.Mutex // serialises writes to conn
+	deadline time.Time  // conn's write deadline; under wmu
+	dropped  atomic.Bool
+
+	// Generation events (notify.go). Under wmu:
+	evOn    bool          // the peer is a watcher: events are due to it
+	evSent  uint64        // the generation of the last event sent (or the one it watched at)
+	evDelay time.Duration // how long after the next deferral to look again
+	// Under the notifier's mu:
+	evSlot  int         // index in notifier.watchers; -1 when not there
+	evIndex int         // index in notifier.retries; -1 when no retry is scheduled
+	evDue   time.Time   // when the scheduled retry is due
+	evArmed atomic.Bool // evIndex >= 0, readable without the notifier's mu
 
 	// Under Provider.mu.
 	watcher bool
@@ -45,10 +57,12 @@ func (p *Provider) drop(c *peer) {
 		return
 	}
 	delete(p.conns, c)
+	c.dropped.Store(true)
 	if c.waiting {
 		delete(p.waiters, c)
 	}
 	if c.watcher {
+		p.events.remove(c)
 		p.watchers--
 		if c.tracked {
 			p.tracked--
@@ -67,7 +81,6 @@ func (p *Provider) drop(c *peer) {
 	p.ledger.removeConn(c, held)
 	c.regions = nil
 	p.mu.Unlock()
-	close(c.done)
 	c.conn.Close()
 }
 

@@ -63,8 +63,10 @@ type Config struct {
 //   - one serve goroutine per client: started by the accept loop, ended by
 //     EOF or by closing the client's connection (drop, a failed send, or
 //     shutdown); counted in wg;
-//   - one notifier per watcher: started by watch, ended when the peer's done
-//     channel closes in drop; counted in wg;
+//   - the notifier's dispatcher and retrier (notify.go), which send every
+//     watcher its generation events: started by Run, stopped by shutdown
+//     (closing events.stop) once every peer is dropped; counted in wg. The
+//     dispatcher's helpers for one fan-out end before it goes on;
 //   - one short-lived sender per ended orchestrator wait (so that a slow peer
 //     never holds mu): started by endWaitLocked, ends when its one write
 //     completes or times out; counted in wg;
@@ -94,6 +96,8 @@ type Provider struct {
 	deferredEvents atomic.Uint64 // generation events deferred (notifier), for tests
 
 	bounds bounds
+
+	events *notifier // sends the generation events (notify.go)
 
 	mu          sync.Mutex
 	conns       map[*peer]struct{}
@@ -147,6 +151,7 @@ func (p *Provider) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	errc := make(chan error, 2)
+	p.startNotifier()
 	go func() { errc <- p.accept() }()
 	checked := make(chan struct{})
 	go func() { defer close(checked); p.watchPage(ctx) }()
@@ -201,6 +206,7 @@ func (p *Provider) shutdown() {
 	for _, c := range conns {
 		p.drop(c)
 	}
+	close(p.events.stop)
 	p.wg.Wait()
 	p.log.Info("provider stopped", "generation", p.Generation())
 }

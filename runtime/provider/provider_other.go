@@ -16,7 +16,7 @@ func New(cfg Config) (*Provider, error) {
 func (*Provider) accept() error { return ErrNotSupported }
 
 // sendEvent never runs here: no Provider exists.
-func (*Provider) sendEvent(*peer, uint64) eventResult { return eventFailed }
+func (*Provider) sendEvent(*peer, []byte) eventResult { return eventFailed }
 
 // checkFDLimit never runs here: no Provider exists.
 func (*Provider) checkFDLimit() {}

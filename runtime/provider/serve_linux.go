@@ -74,9 +74,10 @@ func (p *Provider) admit(conn *net.UnixConn) (*peer, error) {
 		gid:      gid,
 		pid:      pid,
 		reserved: p.bounds.mayReserve(uid),
-		notify:   make(chan struct{}, 1),
-		done:     make(chan struct{}),
+		evSlot:   -1,
+		evIndex:  -1,
 	}
+	c.raw, _ = conn.SyscallConn() // fails only for a nil conn
 	p.conns[c] = struct{}{}
 	p.ledger.addConn(c)
 	p.wg.Add(1) // for serve; under mu, so never after shutdown's Wait began
@@ -120,11 +121,9 @@ func (p *Provider) serve(c *peer) {
 			return
 		}
 		// A request may mean the peer has read what was queued for it: a
-		// watcher's deferred generation event can go now (notifier).
-		select {
-		case c.notify <- struct{}{}:
-		default:
-		}
+		// watcher's deferred generation event can go now (notify.go). Before
+		// the reply, which would be queued unread in its way.
+		p.tryEvent(c, true)
 		if !p.handle(c, m) {
 			return
 		}

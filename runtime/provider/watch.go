@@ -3,7 +3,6 @@ package provider
 import (
 	"fmt"
 	"os"
-	"time"
 
 	"github.com/snapsafe/snapsafe/runtime/internal/wire"
 )
@@ -46,10 +45,10 @@ func (p *Provider) watch(c *peer, seen uint64, label string) uint64 {
 	}
 	tracked := p.tracks(c, info)
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	cur := p.gen.Load()
 	c.label = label
 	if c.watcher {
+		p.mu.Unlock()
 		return cur
 	}
 	c.watcher, c.tracked, c.comm = true, tracked, info.comm
@@ -64,8 +63,16 @@ func (p *Provider) watch(c *peer, seen uint64, label string) uint64 {
 			p.outdated++
 		}
 	}
-	p.wg.Add(1)
-	go p.notifier(c, cur)
+	// Listed under mu, so that every bump from now on tries c; its events
+	// start once c is marked up to date with cur, outside mu (wmu may be
+	// held by a write to c). A bump in between found c not ready: the try
+	// here sends its event.
+	p.events.add(c)
+	p.mu.Unlock()
+	c.wmu.Lock()
+	c.evOn, c.evSent, c.evDelay = true, cur, eventRetryMin
+	c.wmu.Unlock()
+	p.tryEvent(c, true)
 	return cur
 }
 
@@ -129,74 +136,5 @@ func (p *Provider) cancelWait(c *peer) {
 	defer p.mu.Unlock()
 	if c.waiting {
 		p.endWaitLocked(c, wire.WaitCancelled)
-	}
-}
-
-// A deferred generation event is retried eventRetryMin after the bump or
-// the request that found it deferred, then at doubling intervals up to
-// eventRetryMax, until the watcher has read what was queued for it.
-const (
-	eventRetryMin = time.Millisecond
-	eventRetryMax = 250 * time.Millisecond
-)
-
-// eventResult is what became of one attempt to send a generation event.
-type eventResult int
-
-const (
-	eventSent     eventResult = iota
-	eventDeferred             // the watcher has not read everything yet
-	eventFailed               // the connection is broken; it has been closed
-)
-
-// notifier sends c generation events, at most one unread at a time
-// (docs/ABI.md §3.1). After a bump it sends one event carrying the newest
-// generation, but only once the watcher has read everything the provider
-// sent it before (sendEvent); until then the event is deferred and
-// retried, when the watcher sends its next request and on a timer. So a
-// watcher that reads slowly, or never, has at most one event queued, gets
-// the newest generation once it reads, never blocks the provider and is
-// never disconnected for it. seen is the generation c was up to date with
-// when it became a watcher.
-func (p *Provider) notifier(c *peer, seen uint64) {
-	defer p.wg.Done()
-	sent := seen // the generation of the last event sent (or seen)
-	retry := time.NewTimer(time.Hour)
-	retry.Stop()
-	defer retry.Stop()
-	armed, delay := false, eventRetryMin
-	for {
-		woken := false // by a bump or a request: retry soon again
-		select {
-		case <-c.notify:
-			woken = true
-		case <-retry.C:
-			armed = false
-		case <-c.done:
-			return
-		}
-		gen := p.gen.Load()
-		if gen == sent {
-			continue
-		}
-		switch p.sendEvent(c, gen) {
-		case eventSent:
-			sent, delay = gen, eventRetryMin
-			if armed {
-				retry.Stop()
-				armed = false
-			}
-		case eventDeferred:
-			p.deferredEvents.Add(1)
-			if woken {
-				delay = eventRetryMin
-			}
-			if !armed || woken {
-				retry.Reset(delay)
-				armed, delay = true, min(2*delay, eventRetryMax)
-			}
-		case eventFailed:
-			return
-		}
 	}
 }
