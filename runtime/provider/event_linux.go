@@ -19,12 +19,8 @@ import (
 // deferred, not waited for. Under wmu, so no other write of the provider's
 // interleaves.
 func (p *Provider) sendEvent(c *peer, msg []byte) eventResult {
-	if c.raw == nil {
-		c.conn.Close()
-		return eventFailed
-	}
 	res := eventFailed
-	cerr := c.raw.Control(func(fd uintptr) {
+	cerr := c.sock.Control(func(fd uintptr) {
 		// Should the kernel refuse the ioctl, the event is sent anyway:
 		// still without blocking or a disconnect, only not coalesced.
 		if unread, err := unix.IoctlGetInt(int(fd), unix.SIOCOUTQ); err == nil && unread > 0 {
@@ -39,8 +35,7 @@ func (p *Provider) sendEvent(c *peer, msg []byte) eventResult {
 		}
 	})
 	if cerr != nil || res == eventFailed {
-		// Closing the connection ends c's serve goroutine, which drops c.
-		c.conn.Close()
+		p.kill(c) // its reactor drops it
 		return eventFailed
 	}
 	return res

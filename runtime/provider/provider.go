@@ -60,9 +60,14 @@ type Config struct {
 //     both on errc;
 //   - the page file's checker (watchPage): started by Run, stopped by the
 //     same context; Run waits for it before shutdown;
-//   - one serve goroutine per client: started by the accept loop, ended by
-//     EOF or by closing the client's connection (drop, a failed send, or
-//     shutdown); counted in wg;
+//   - the reactors (serve_linux.go), a few goroutines that read and answer
+//     the requests of every client: started by Run, ended by shutdown
+//     (stopServer closes their epoll descriptors) once every peer is
+//     dropped; counted in wg;
+//   - one short-lived handler per request other than ack, and per ack reply
+//     that cannot be written at once (handOff), while the reactor does not
+//     read that client: started by its reactor, ends once the request is
+//     answered (a reply waits at most writeTimeout); counted in wg;
 //   - the notifier's dispatcher and retrier (notify.go), which send every
 //     watcher its generation events: started by Run, stopped by shutdown
 //     (closing events.stop) once every peer is dropped; counted in wg. The
@@ -98,6 +103,7 @@ type Provider struct {
 	bounds bounds
 
 	events *notifier // sends the generation events (notify.go)
+	srv    *server   // reads and answers requests (serve_linux.go); nil until Run
 
 	mu          sync.Mutex
 	conns       map[*peer]struct{}
@@ -139,6 +145,12 @@ func (p *Provider) Run(ctx context.Context) error {
 	defer p.Close()
 	prior := p.resume() // 0 for a new state directory
 	p.gen.Store(prior)
+	// The reactors and the notifier, before Ready: a client may come once
+	// the start-up bump is out.
+	if err := p.startServer(); err != nil {
+		return err
+	}
+	p.startNotifier()
 	// The provider cannot know whether it missed a restore while it was not
 	// running, so it always bumps when it starts.
 	if _, err := p.Bump(shm.ReasonStartup, 0); err != nil {
@@ -151,7 +163,6 @@ func (p *Provider) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	errc := make(chan error, 2)
-	p.startNotifier()
 	go func() { errc <- p.accept() }()
 	checked := make(chan struct{})
 	go func() { defer close(checked); p.watchPage(ctx) }()
@@ -207,6 +218,7 @@ func (p *Provider) shutdown() {
 		p.drop(c)
 	}
 	close(p.events.stop)
+	p.stopServer()
 	p.wg.Wait()
 	p.log.Info("provider stopped", "generation", p.Generation())
 }

@@ -39,7 +39,7 @@ func (p *Provider) checkWaitsLocked() {
 // /proc status (readProc) before the lock is taken; whether it is tracked
 // follows --track-group.
 func (p *Provider) watch(c *peer, seen uint64, label string) uint64 {
-	info, err := readProc(c.conn, c.pid)
+	info, err := readProc(c.sock, c.pid)
 	if err != nil {
 		info.comm = "?"
 	}
