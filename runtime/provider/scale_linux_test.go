@@ -36,7 +36,9 @@ import (
 // Reported besides ns/op: p50-ms and p99-ms of the operation, B/watcher
 // (this process's heap and stacks, HeapInuse+StackInuse after GC, grown by
 // connecting the n watchers and serving one bump to them, divided by n),
-// the stacks' part of it (stack-B/watcher) and goroutines/watcher.
+// the stacks' part of it (stack-B/watcher), goroutines/watcher, and the CPU
+// time this process (cpu-ms/op) and the watchers' (client-cpu-ms/op) used
+// per operation.
 func BenchmarkBumpAckWait(b *testing.B) {
 	for _, n := range []int{1000, 3500, 10000} {
 		b.Run(fmt.Sprintf("watchers=%d", n), func(b *testing.B) { benchBumpAckWait(b, n) })
@@ -78,8 +80,12 @@ func benchBumpAckWait(b *testing.B, n int) {
 	heap1, stack1, gor1 := providerMemory()
 
 	var ds []time.Duration
+	var ownCPU, clientCPU time.Duration
 	for b.Loop() {
+		own, client := cpuTime(os.Getpid()), cpuTime(cl.cmd.Process.Pid)
 		ds = append(ds, round())
+		ownCPU += cpuTime(os.Getpid()) - own
+		clientCPU += cpuTime(cl.cmd.Process.Pid) - client
 		b.StopTimer()
 		cl.settle(b, iter*n)
 		b.StartTimer()
@@ -96,6 +102,8 @@ func benchBumpAckWait(b *testing.B, n int) {
 	b.ReportMetric(perWatcher(stack1, stack0), "stack-B/watcher")
 	b.ReportMetric(float64(gor1-gor0)/float64(n), "goroutines/watcher")
 	b.ReportMetric(float64(len(ds)), "rounds")
+	b.ReportMetric(float64(ownCPU)/1e6/float64(len(ds)), "cpu-ms/op")
+	b.ReportMetric(float64(clientCPU)/1e6/float64(len(ds)), "client-cpu-ms/op")
 }
 
 // The watchers of BenchmarkBumpAckWait run in a process of their own, the
@@ -216,6 +224,25 @@ func runWatchers(sock string, n int) error {
 		fmt.Println("settled")
 	}
 	return nil
+}
+
+// cpuTime is the CPU time process pid has used: the sum of its threads'
+// run times, in nanoseconds (/proc/PID/task/*/schedstat).
+func cpuTime(pid int) time.Duration {
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
+	var sum time.Duration
+	for _, t := range tasks {
+		b, err := os.ReadFile(t)
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(string(b))
+		if len(f) > 0 {
+			ns, _ := strconv.ParseInt(f[0], 10, 64)
+			sum += time.Duration(ns)
+		}
+	}
+	return sum
 }
 
 // providerMemory returns the heap and the stack memory in use after

@@ -4,6 +4,7 @@ import (
 	"io"
 	"os"
 	"testing"
+	"time"
 
 	"github.com/snapsafe/snapsafe/internal/eventually"
 	"github.com/snapsafe/snapsafe/runtime/internal/wire"
@@ -93,4 +94,42 @@ func TestSentDescriptorsNotKept(t *testing.T) {
 		status(id, rights)
 	}
 	eventually.True(t, "no descriptor kept", func() bool { return countFDs(t) <= before })
+}
+
+// TestUnreadRepliesDisconnect: a client that sends requests and never reads
+// the replies is disconnected once a reply has waited writeTimeout, and
+// nobody else waits for it meanwhile (docs/ABI.md §3). Its requests are
+// acks, the ones a reactor answers itself while the reply fits.
+func TestUnreadRepliesDisconnect(t *testing.T) {
+	dir := t.TempDir()
+	tp := startProvider(t, dir)
+	good := attach(t, dir)
+	hog := rawConn(t, dir)
+	if _, err := hog.Write(wire.Encode(wire.Watch, 1, nil)); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := readMsg(t, hog); err != nil || m.Type != wire.WatchOK {
+		t.Fatalf("watch reply %+v, %v", m, err)
+	}
+	ack := wire.Encode(wire.Ack, 2, wire.U64(tp.Generation()))
+	sent := 0
+	for {
+		hog.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+		if _, err := hog.Write(ack); err != nil {
+			break // the provider stopped reading: its reply to us waits
+		}
+		sent++
+	}
+	start := time.Now()
+	if s := status(t, good); s.Clients != 2 {
+		t.Fatalf("%d clients while the hog's reply waits, want 2", s.Clients)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("a status request took %v while the hog's reply waited", d)
+	}
+	eventually.True(t, "the hog to be disconnected", func() bool { return status(t, good).Clients == 1 })
+	if d := time.Since(start); d < writeTimeout/2 {
+		t.Fatalf("the hog was disconnected after %v, before its reply could have waited %v", d, writeTimeout)
+	}
+	t.Logf("%d acks sent before the provider stopped reading; disconnected after %v", sent, time.Since(start))
 }
