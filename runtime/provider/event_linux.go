@@ -27,7 +27,7 @@ func (p *Provider) sendEvent(c *peer, msg []byte) eventResult {
 			res = eventDeferred
 			return
 		}
-		switch err := unix.Sendmsg(int(fd), msg, nil, nil, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL); {
+		switch err := sendNow(int(fd), msg, nil); {
 		case err == nil:
 			res = eventSent
 		case errors.Is(err, unix.EAGAIN), errors.Is(err, unix.EINTR), errors.Is(err, unix.ENOBUFS):
