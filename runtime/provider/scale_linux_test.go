@@ -79,17 +79,34 @@ func benchBumpAckWait(b *testing.B, n int) {
 	cl.settle(b, iter*n)
 	heap1, stack1, gor1 := providerMemory()
 
-	var ds []time.Duration
-	var ownCPU, clientCPU time.Duration
+	ds, ownCPU, clientCPU := measureRounds(b, cl, round, func() int { return iter * n })
+	reportRounds(b, ds, ownCPU, clientCPU)
+	perWatcher := func(after, before uint64) float64 { return float64(int64(after)-int64(before)) / float64(n) }
+	b.ReportMetric(perWatcher(heap1+stack1, heap0+stack0), "B/watcher")
+	b.ReportMetric(perWatcher(stack1, stack0), "stack-B/watcher")
+	b.ReportMetric(float64(gor1-gor0)/float64(n), "goroutines/watcher")
+}
+
+// measureRounds runs round once per b.Loop and returns how long each took
+// and the CPU time this process and the watchers' used in them. Between
+// rounds (not measured) it waits until the watchers have read acks() ack
+// replies in all.
+func measureRounds(b *testing.B, cl *watcherProcess, round func() time.Duration, acks func() int) (ds []time.Duration, ownCPU, clientCPU time.Duration) {
 	for b.Loop() {
 		own, client := cpuTime(os.Getpid()), cpuTime(cl.cmd.Process.Pid)
 		ds = append(ds, round())
 		ownCPU += cpuTime(os.Getpid()) - own
 		clientCPU += cpuTime(cl.cmd.Process.Pid) - client
 		b.StopTimer()
-		cl.settle(b, iter*n)
+		cl.settle(b, acks())
 		b.StartTimer()
 	}
+	return ds, ownCPU, clientCPU
+}
+
+// reportRounds reports the percentiles of the rounds and the CPU time per
+// round.
+func reportRounds(b *testing.B, ds []time.Duration, ownCPU, clientCPU time.Duration) {
 	slices.Sort(ds)
 	pct := func(p int) float64 {
 		i := (len(ds)*p + 99) / 100
@@ -97,13 +114,121 @@ func benchBumpAckWait(b *testing.B, n int) {
 	}
 	b.ReportMetric(pct(50), "p50-ms")
 	b.ReportMetric(pct(99), "p99-ms")
-	perWatcher := func(after, before uint64) float64 { return float64(int64(after)-int64(before)) / float64(n) }
-	b.ReportMetric(perWatcher(heap1+stack1, heap0+stack0), "B/watcher")
-	b.ReportMetric(perWatcher(stack1, stack0), "stack-B/watcher")
-	b.ReportMetric(float64(gor1-gor0)/float64(n), "goroutines/watcher")
 	b.ReportMetric(float64(len(ds)), "rounds")
 	b.ReportMetric(float64(ownCPU)/1e6/float64(len(ds)), "cpu-ms/op")
 	b.ReportMetric(float64(clientCPU)/1e6/float64(len(ds)), "client-cpu-ms/op")
+}
+
+// BenchmarkBumpAckWaitFloor is BenchmarkBumpAckWait's round against no
+// provider at all: a bare server that makes only the system calls the
+// protocol asks of any provider — per watcher and round, SIOCOUTQ and a send
+// for the event, a read of the ack and a send of its reply — from two
+// threads, one sending the events while the other answers the acks, with
+// the same watcher process. It is the floor this machine sets: the gap to
+// BenchmarkBumpAckWait is the provider's own cost.
+func BenchmarkBumpAckWaitFloor(b *testing.B) {
+	for _, n := range []int{1000, 3500, 10000} {
+		b.Run(fmt.Sprintf("watchers=%d", n), func(b *testing.B) { benchFloor(b, n) })
+	}
+}
+
+func benchFloor(b *testing.B, n int) {
+	raiseFDLimit(b, uint64(n+512))
+	sock := filepath.Join(b.TempDir(), "floor.sock")
+	lfd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := unix.Bind(lfd, &unix.SockaddrUnix{Name: sock}); err != nil {
+		b.Fatal(err)
+	}
+	if err := unix.Listen(lfd, 4096); err != nil {
+		b.Fatal(err)
+	}
+	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var fds []int
+	b.Cleanup(func() {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+		unix.Close(ep)
+		unix.Close(lfd)
+	})
+	gen := uint64(1)
+	accepted := make(chan error, 1)
+	go func() {
+		buf := make([]byte, wire.MaxMessage)
+		for len(fds) < n {
+			fd, _, err := unix.Accept4(lfd, unix.SOCK_CLOEXEC)
+			if err == nil {
+				fds = append(fds, fd)
+				var m int
+				if m, err = unix.Read(fd, buf); err == nil && m >= wire.HeaderSize {
+					_, err = unix.Write(fd, wire.Encode(wire.WatchOK, binary.LittleEndian.Uint32(buf[4:]), wire.U64(gen)))
+				}
+			}
+			if err != nil && !errors.Is(err, unix.EINTR) {
+				accepted <- err
+				return
+			}
+		}
+		accepted <- nil
+	}()
+	cl := startWatcherProcess(b, sock, n)
+	if err := <-accepted; err != nil {
+		b.Fatal(err)
+	}
+	for _, fd := range fds {
+		if err := unix.SetNonblock(fd, true); err != nil {
+			b.Fatal(err)
+		}
+		if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	events := make([]unix.EpollEvent, 128)
+	buf := make([]byte, 128)
+	iter := 0
+	round := func() time.Duration {
+		iter++
+		gen++
+		msg := wire.Encode(wire.Generation, 0, wire.U64(gen))
+		start := time.Now()
+		sent := make(chan struct{})
+		go func() {
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			for _, fd := range fds {
+				_, _ = unix.IoctlGetInt(fd, unix.SIOCOUTQ)
+				_ = unix.Sendto(fd, msg, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL, nil)
+			}
+			close(sent)
+		}()
+		for acks := 0; acks < n; {
+			k, err := unix.EpollWait(ep, events, -1)
+			if err != nil && !errors.Is(err, unix.EINTR) {
+				b.Fatal(err)
+			}
+			for _, ev := range events[:max(k, 0)] {
+				m, err := unix.Read(int(ev.Fd), buf)
+				if err != nil || m < wire.HeaderSize+8 || wire.Type(buf[1]) != wire.Ack {
+					continue
+				}
+				reply := wire.Encode(wire.AckOK, binary.LittleEndian.Uint32(buf[4:]), buf[wire.HeaderSize:m])
+				_ = unix.Sendto(int(ev.Fd), reply, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL, nil)
+				acks++
+			}
+		}
+		<-sent
+		return time.Since(start)
+	}
+	round()
+	cl.settle(b, iter*n)
+	ds, ownCPU, clientCPU := measureRounds(b, cl, round, func() int { return iter * n })
+	reportRounds(b, ds, ownCPU, clientCPU)
 }
 
 // The watchers of BenchmarkBumpAckWait run in a process of their own, the
