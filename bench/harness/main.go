@@ -2,8 +2,9 @@
 // crypto/rand, math/rand/v2 (global and ChaCha8) and x/crypto/chacha20 in
 // this one process, plus the figures that live in package benchmarks (the
 // cost of the generation check, reseeding, bump-to-watcher and
-// signal-to-page latencies) through go test — and writes a Markdown report
-// and an SVG chart.
+// signal-to-page latencies, and scale: bump to 10,000 watchers acked to
+// wait, and the provider's memory per watcher) through go test — and writes
+// a Markdown report and an SVG chart.
 //
 //	go run ./bench/harness -out bench/out
 package main

@@ -20,8 +20,12 @@ type packageBench struct {
 var packageBenches = []packageBench{
 	{"./csprng", "BenchmarkGenerationCheck", ""},
 	{"./csprng", "BenchmarkReseed", ""},
-	{"./runtime", "BenchmarkGeneration", ""},
-	{"./runtime", "BenchmarkBumpNotify", "200x"},
+	{"./runtime/provider", "BenchmarkGeneration", ""},
+	{"./runtime/provider", "BenchmarkBumpNotify", "200x"},
+	// Scale: 1,000 / 3,500 / 10,000 watchers in a process of their own; 30
+	// rounds each, and the same rounds against a bare server (the floor).
+	{"./runtime/provider", "BenchmarkBumpAckWait", "30x"},
+	{"./runtime/provider", "BenchmarkBumpAckWaitFloor", "30x"},
 	// Each event writes to the real device: bounded counts, and the kernel
 	// log one writes two records per event into the log.
 	{"./bench", "BenchmarkUeventToPage", "500x"},

@@ -87,17 +87,39 @@ func (rep *report) evaluate() {
 		rep.add(goal{name: "first call after a bump (reseed)", value: m["ns/op"] / 1e3, unit: "µs", target: 2, how: "csprng BenchmarkReseed"})
 	}
 	if m, ok := rep.pkg["BenchmarkGeneration"]; ok {
-		rep.add(goal{name: "runtime Client.Generation()", value: m["ns/op"], unit: "ns", target: 1, how: "runtime BenchmarkGeneration"})
+		rep.add(goal{name: "runtime Client.Generation()", value: m["ns/op"], unit: "ns", target: 1, how: "provider BenchmarkGeneration"})
 	}
 	for _, n := range []string{"1", "100", "1000"} {
 		if m, ok := rep.pkg["BenchmarkBumpNotify/watchers="+n]; ok {
-			g := goal{name: "bump to all " + n + " watchers notified", value: m["ns/op"] / 1e6, unit: "ms", how: "runtime BenchmarkBumpNotify"}
+			g := goal{name: "bump to all " + n + " watchers notified", value: m["ns/op"] / 1e6, unit: "ms", how: "provider BenchmarkBumpNotify"}
 			if n == "1000" {
 				g.target = 5
 				rep.add(g)
 			} else {
 				rep.info = append(rep.info, g)
 			}
+		}
+	}
+	for _, n := range []string{"1000", "3500", "10000"} {
+		m, ok := rep.pkg["BenchmarkBumpAckWait/watchers="+n]
+		if !ok {
+			continue
+		}
+		floor := ""
+		if f, ok := rep.pkg["BenchmarkBumpAckWaitFloor/watchers="+n]; ok {
+			floor = fmt.Sprintf("; a bare server: p50 %.0f ms, p99 %.0f ms", f["p50-ms"], f["p99-ms"])
+		}
+		how := fmt.Sprintf("provider BenchmarkBumpAckWait, %.0f rounds, p99 %.0f ms, CPU per round %.0f ms (watchers %.0f ms)%s",
+			m["rounds"], m["p99-ms"], m["cpu-ms/op"], m["client-cpu-ms/op"], floor)
+		g := goal{name: "bump to all " + n + " watchers acked to wait, p50", value: m["p50-ms"], unit: "ms", how: how}
+		mem := goal{name: "provider memory per watcher, " + n + " connected", value: m["B/watcher"] / 1024, unit: "KiB",
+			how: "provider BenchmarkBumpAckWait: HeapInuse+StackInuse after GC, per watcher"}
+		if n == "10000" {
+			g.target, mem.target = 100, 8
+			rep.add(g)
+			rep.add(mem)
+		} else {
+			rep.info = append(rep.info, g)
 		}
 	}
 	if m, ok := rep.pkg["BenchmarkUeventToPage"]; ok {

@@ -109,16 +109,9 @@ func (p *Provider) bumpWithLocked(reason shm.Reason, floor uint64, proven bool, 
 	p.bumpedAt = time.Now()
 	p.changedLocked()
 	p.adaptedLocked() // at once when nobody is tracked
-	for c := range p.conns {
-		if c.watcher {
-			select {
-			case c.notify <- struct{}{}:
-			default: // an event is already pending; it will carry the newest generation
-			}
-		}
-		if c.waiting {
-			p.endWaitLocked(c, wire.WaitNewGeneration)
-		}
+	p.events.bumped() // notify.go: every watcher gets the event, outside mu
+	for c := range p.waiters {
+		p.endWaitLocked(c, wire.WaitNewGeneration)
 	}
 	p.afterPublishLocked(damage)
 	if reason != shm.ReasonStartup {

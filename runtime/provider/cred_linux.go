@@ -3,13 +3,13 @@ package provider
 import (
 	"errors"
 	"fmt"
-	"net"
 	"os"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
 
-func peerCred(conn *net.UnixConn) (*unix.Ucred, error) {
+func peerCred(conn syscall.Conn) (*unix.Ucred, error) {
 	rc, err := conn.SyscallConn()
 	if err != nil {
 		return nil, err
@@ -35,7 +35,7 @@ const capCheckpointRestore = 40
 // process once the peer has exited, so the peer's pidfd (held from before
 // the read) is checked after it: if the process it names is still there,
 // the status read was its own; if not, readProc fails.
-func readProc(conn *net.UnixConn, pid int32) (procInfo, error) {
+func readProc(conn syscall.Conn, pid int32) (procInfo, error) {
 	pidfd := peerPidfd(conn, pid)
 	if pidfd >= 0 {
 		defer unix.Close(pidfd)
@@ -54,7 +54,7 @@ func readProc(conn *net.UnixConn, pid int32) (procInfo, error) {
 // user, a holder of CAP_CHECKPOINT_RESTORE, or a member of the bump group.
 // Capabilities and supplementary groups are read (readProc) when the peer
 // is admitted.
-func (p *Provider) mayBump(conn *net.UnixConn, cred *unix.Ucred) bool {
+func (p *Provider) mayBump(conn syscall.Conn, cred *unix.Ucred) bool {
 	if cred.Uid == 0 || cred.Uid == uint32(os.Geteuid()) {
 		return true
 	}
@@ -75,7 +75,7 @@ const soPeerPidfd = 77
 
 // peerPidfd returns a pidfd for the peer: the kernel's, from the time of
 // connect (SO_PEERPIDFD), else one opened now by pid (Linux 5.3+), else -1.
-func peerPidfd(conn *net.UnixConn, pid int32) int {
+func peerPidfd(conn syscall.Conn, pid int32) int {
 	fd := -1
 	if rc, err := conn.SyscallConn(); err == nil {
 		_ = rc.Control(func(s uintptr) {

@@ -3,12 +3,12 @@ package provider
 import (
 	"errors"
 
-	"github.com/snapsafe/snapsafe/runtime/internal/wire"
 	"golang.org/x/sys/unix"
 )
 
-// sendEvent sends c a generation event for gen if, and only if, c has read
-// everything the provider sent it before, and never blocks.
+// sendEvent sends c the generation event msg if, and only if, c has read
+// everything the provider sent it before, and never blocks. The caller
+// holds c.wmu.
 //
 // SIOCOUTQ on a Unix socket is the bytes of the messages this end sent that
 // the peer has not read yet (the kernel charges them to the sender until
@@ -18,24 +18,16 @@ import (
 // queue filled up meanwhile (a reply got there first), the event is
 // deferred, not waited for. Under wmu, so no other write of the provider's
 // interleaves.
-func (p *Provider) sendEvent(c *peer, gen uint64) eventResult {
-	msg := wire.Encode(wire.Generation, 0, wire.U64(gen))
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	rc, err := c.conn.SyscallConn()
-	if err != nil {
-		c.conn.Close()
-		return eventFailed
-	}
+func (p *Provider) sendEvent(c *peer, msg []byte) eventResult {
 	res := eventFailed
-	cerr := rc.Control(func(fd uintptr) {
+	cerr := c.sock.Control(func(fd uintptr) {
 		// Should the kernel refuse the ioctl, the event is sent anyway:
 		// still without blocking or a disconnect, only not coalesced.
 		if unread, err := unix.IoctlGetInt(int(fd), unix.SIOCOUTQ); err == nil && unread > 0 {
 			res = eventDeferred
 			return
 		}
-		switch err := unix.Sendmsg(int(fd), msg, nil, nil, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL); {
+		switch err := sendNow(int(fd), msg, nil); {
 		case err == nil:
 			res = eventSent
 		case errors.Is(err, unix.EAGAIN), errors.Is(err, unix.EINTR), errors.Is(err, unix.ENOBUFS):
@@ -43,8 +35,7 @@ func (p *Provider) sendEvent(c *peer, gen uint64) eventResult {
 		}
 	})
 	if cerr != nil || res == eventFailed {
-		// Closing the connection ends c's serve goroutine, which drops c.
-		c.conn.Close()
+		p.kill(c) // its reactor drops it
 		return eventFailed
 	}
 	return res

@@ -3,10 +3,10 @@ package provider
 import (
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/snapsafe/snapsafe/runtime/internal/statedir"
 	"golang.org/x/sys/unix"
@@ -49,7 +49,7 @@ func procStat(pid int32) (start uint64, zombie bool, err error) {
 // peerStart returns the start time of the peer's process, or 0 when it
 // cannot be read. The peer's pidfd, held across the read, makes sure the
 // time read is the peer's and not that of a process that took its pid.
-func peerStart(conn *net.UnixConn, pid int32) uint64 {
+func peerStart(conn syscall.Conn, pid int32) uint64 {
 	pidfd := peerPidfd(conn, pid)
 	if pidfd >= 0 {
 		defer unix.Close(pidfd)

@@ -34,6 +34,8 @@ func New(cfg Config) (*Provider, error) {
 		ready:     make(chan struct{}),
 		conns:     make(map[*peer]struct{}),
 		exp:       newExpectation(cfg.RestartGrace),
+		waiters:   make(map[*peer]struct{}),
+		events:    newNotifier(),
 	}
 	if p.dir == "" {
 		p.dir = DefaultDir()

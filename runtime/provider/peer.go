@@ -1,8 +1,8 @@
 package provider
 
 import (
-	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/snapsafe/snapsafe/shm"
@@ -11,7 +11,7 @@ import (
 // peer is one connected client. The fields below mu belong to the
 // provider's lock.
 type peer struct {
-	conn   *net.UnixConn
+	sock   *sock // the connection (sock_linux.go)
 	uid    uint32
 	gid    uint32
 	pid    int32
@@ -20,10 +20,24 @@ type peer struct {
 	// the global bounds and entitled to the reserve (bounds.go).
 	reserved bool
 
-	wmu      sync.Mutex    // serialises writes to conn
-	deadline time.Time     // conn's write deadline; under wmu
-	notify   chan struct{} // capacity 1: a bump, or a request that may mean the peer read its event
-	done     chan struct{} // closed when the peer is dropped
+	wmu     sync.Mutex // serialises writes to sock
+	dropped atomic.Bool
+	killed  atomic.Bool // shut down (kill): to be dropped
+
+	// Serving (serve_linux.go): set by server.add, then read-only.
+	r    *reactor
+	slot int32  // in server.slots; -1 before add
+	seq  uint32 // the slot's sequence number
+
+	// Generation events (notify.go). Under wmu:
+	evOn    bool          // the peer is a watcher: events are due to it
+	evSent  uint64        // the generation of the last event sent (or the one it watched at)
+	evDelay time.Duration // how long after the next deferral to look again
+	// Under the notifier's mu:
+	evSlot  int         // index in notifier.watchers; -1 when not there
+	evIndex int         // index in notifier.retries; -1 when no retry is scheduled
+	evDue   time.Time   // when the scheduled retry is due
+	evArmed atomic.Bool // evIndex >= 0, readable without the notifier's mu
 
 	// Under Provider.mu.
 	watcher bool
@@ -46,7 +60,12 @@ func (p *Provider) drop(c *peer) {
 		return
 	}
 	delete(p.conns, c)
+	c.dropped.Store(true)
+	if c.waiting {
+		delete(p.waiters, c)
+	}
 	if c.watcher {
+		p.events.remove(c)
 		p.watchers--
 		if c.tracked {
 			p.tracked--
@@ -66,27 +85,19 @@ func (p *Provider) drop(c *peer) {
 	p.ledger.removeConn(c, held)
 	c.regions = nil
 	p.mu.Unlock()
-	close(c.done)
-	c.conn.Close()
+	p.unserve(c)
+	c.sock.shutdown() // a write waiting for room (sock.write) fails now
+	c.sock.close()
 }
 
-// send writes one message (with descriptors in oob, if any) to c. On
-// failure it closes c's connection (its serve goroutine then drops it)
-// and reports false. Every write has at least half of
-// writeTimeout to complete; the deadline is moved only when it gets closer
-// than that, because moving it costs a timer update per message (a bump to
-// a thousand watchers is a thousand messages).
+// send writes one message (with descriptors in oob, if any) to c, waiting
+// at most writeTimeout for room. On failure it shuts c's connection down
+// (kill: its reactor then drops it) and reports false.
 func (p *Provider) send(c *peer, msg, oob []byte) bool {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	if now := time.Now(); c.deadline.Sub(now) < writeTimeout/2 {
-		c.deadline = now.Add(writeTimeout)
-		_ = c.conn.SetWriteDeadline(c.deadline)
-	}
-	if _, _, err := c.conn.WriteMsgUnix(msg, oob, nil); err != nil {
-		// Closing the connection ends c's serve goroutine, which drops c:
-		// the provider starts no goroutine of its own for it.
-		c.conn.Close()
+	if err := c.sock.write(msg, oob, time.Now().Add(writeTimeout)); err != nil {
+		p.kill(c)
 		return false
 	}
 	return true

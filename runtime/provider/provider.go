@@ -76,11 +76,18 @@ type Config struct {
 //     both on errc;
 //   - the page file's checker (watchPage): started by Run, stopped by the
 //     same context; Run waits for it before shutdown;
-//   - one serve goroutine per client: started by the accept loop, ended by
-//     EOF or by closing the client's connection (drop, a failed send, or
-//     shutdown); counted in wg;
-//   - one notifier per watcher: started by watch, ended when the peer's done
-//     channel closes in drop; counted in wg;
+//   - the reactors (serve_linux.go), a few goroutines that read and answer
+//     the requests of every client: started by Run, ended by shutdown
+//     (stopServer closes their epoll descriptors) once every peer is
+//     dropped; counted in wg;
+//   - one short-lived handler per request other than ack, and per ack reply
+//     that cannot be written at once (handOff), while the reactor does not
+//     read that client: started by its reactor, ends once the request is
+//     answered (a reply waits at most writeTimeout); counted in wg;
+//   - the notifier's dispatcher and retrier (notify.go), which send every
+//     watcher its generation events: started by Run, stopped by shutdown
+//     (closing events.stop) once every peer is dropped; counted in wg. The
+//     dispatcher's helpers for one fan-out end before it goes on;
 //   - one short-lived sender per ended orchestrator wait (so that a slow peer
 //     never holds mu): started by endWaitLocked, ends when its one write
 //     completes or times out; counted in wg;
@@ -120,9 +127,13 @@ type Provider struct {
 	hooks  *hookSet    // restore hooks; nil when off (hooks.go)
 	exp    expectation // expected watchers and the watchers file (expected.go)
 
+	events *notifier // sends the generation events (notify.go)
+	srv    *server   // reads and answers requests (serve_linux.go); nil until Run
+
 	mu           sync.Mutex
 	conns        map[*peer]struct{}
-	ledger       ledger // what each uid holds
+	waiters      map[*peer]struct{} // peers with a wait in progress
+	ledger       ledger             // what each uid holds
 	refusals     refusalLog
 	changed      chan struct{} // closed (and replaced) when gen or outdated changes; WaitAdapted sleeps on it
 	bumpedAt     time.Time     // when the last bump was published; zero once it was adapted to
@@ -168,6 +179,12 @@ func (p *Provider) Run(ctx context.Context) error {
 	// Before the start-up bump, which leaves them outdated, and before any
 	// client: the previous provider's watchers hold up waits from the start.
 	p.loadExpected()
+	// The reactors and the notifier, before Ready: a client may come once
+	// the start-up bump is out.
+	if err := p.startServer(); err != nil {
+		return err
+	}
+	p.startNotifier()
 	// The provider cannot know whether it missed a restore while it was not
 	// running, so it always bumps when it starts.
 	if _, err := p.Bump(shm.ReasonStartup, 0); err != nil {
@@ -245,6 +262,8 @@ func (p *Provider) shutdown() {
 	for _, c := range conns {
 		p.drop(c)
 	}
+	close(p.events.stop)
+	p.stopServer()
 	p.wg.Wait()
 	p.log.Info("provider stopped", "generation", p.Generation())
 }

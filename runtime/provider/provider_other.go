@@ -4,7 +4,8 @@ package provider
 
 import (
 	"fmt"
-	"net"
+	"syscall"
+	"time"
 )
 
 // New is not supported on this system.
@@ -16,10 +17,21 @@ func New(cfg Config) (*Provider, error) {
 func (*Provider) accept() error { return ErrNotSupported }
 
 // sendEvent never runs here: no Provider exists.
-func (*Provider) sendEvent(*peer, uint64) eventResult { return eventFailed }
+func (*Provider) sendEvent(*peer, []byte) eventResult { return eventFailed }
 
 // checkFDLimit never runs here: no Provider exists.
 func (*Provider) checkFDLimit() {}
+
+// The server never runs here: no Provider exists.
+type (
+	server  struct{}
+	reactor struct{}
+)
+
+func (*Provider) startServer() error { return ErrNotSupported }
+func (*Provider) stopServer()        {}
+func (*Provider) unserve(*peer)      {}
+func (*Provider) kill(*peer)         {}
 
 // closeListener never runs here either.
 func (*Provider) closeListener() {}
@@ -28,4 +40,12 @@ func (*Provider) closeListener() {}
 func (h *highWater) sync() error { return ErrNotSupported }
 
 // readProc never runs here: no peer exists.
-func readProc(*net.UnixConn, int32) (procInfo, error) { return procInfo{}, ErrNotSupported }
+func readProc(syscall.Conn, int32) (procInfo, error) { return procInfo{}, ErrNotSupported }
+
+// sock never exists here: no peer exists.
+type sock struct{}
+
+func (*sock) SyscallConn() (syscall.RawConn, error) { return nil, ErrNotSupported }
+func (*sock) write([]byte, []byte, time.Time) error { return ErrNotSupported }
+func (*sock) shutdown()                             {}
+func (*sock) close()                                {}

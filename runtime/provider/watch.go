@@ -3,7 +3,6 @@ package provider
 import (
 	"fmt"
 	"os"
-	"time"
 
 	"github.com/snapsafe/snapsafe/runtime/internal/wire"
 )
@@ -12,6 +11,7 @@ import (
 // that a slow peer never holds the provider's lock.
 func (p *Provider) endWaitLocked(c *peer, r wire.WaitResult) {
 	c.waiting = false
+	delete(p.waiters, c)
 	msg := wire.EncodeWaitDone(c.waitID, r, p.gen.Load())
 	p.wg.Add(1)
 	go func() {
@@ -27,10 +27,8 @@ func (p *Provider) checkWaitsLocked() {
 		return
 	}
 	p.adaptedLocked()
-	for c := range p.conns {
-		if c.waiting {
-			p.endWaitLocked(c, wire.WaitOK)
-		}
+	for c := range p.waiters {
+		p.endWaitLocked(c, wire.WaitOK)
 	}
 }
 
@@ -43,20 +41,20 @@ func (p *Provider) checkWaitsLocked() {
 // /proc status (readProc) before the lock is taken; whether it is tracked
 // follows --track-group.
 func (p *Provider) watch(c *peer, seen uint64, label string) uint64 {
-	info, err := readProc(c.conn, c.pid)
+	info, err := readProc(c.sock, c.pid)
 	if err != nil {
 		info.comm = "?"
 	}
 	tracked := p.tracks(c, info)
-	start := peerStart(c.conn, c.pid)
+	start := peerStart(c.sock, c.pid)
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	cur := p.gen.Load()
 	c.label = label
 	if c.watcher {
 		if c.tracked {
 			p.watchersChangedLocked() // its label may have changed
 		}
+		p.mu.Unlock()
 		return cur
 	}
 	c.watcher, c.tracked, c.comm, c.start = true, tracked, info.comm, start
@@ -74,8 +72,16 @@ func (p *Provider) watch(c *peer, seen uint64, label string) uint64 {
 	}
 	// A watcher of the previous provider registered again (expected.go).
 	p.arrivedLocked(c)
-	p.wg.Add(1)
-	go p.notifier(c, cur)
+	// Listed under mu, so that every bump from now on tries c; its events
+	// start once c is marked up to date with cur, outside mu (wmu may be
+	// held by a write to c). A bump in between found c not ready: the try
+	// here sends its event.
+	p.events.add(c)
+	p.mu.Unlock()
+	c.wmu.Lock()
+	c.evOn, c.evSent, c.evDelay = true, cur, eventRetryMin
+	c.wmu.Unlock()
+	p.tryEvent(c, true)
 	return cur
 }
 
@@ -122,6 +128,7 @@ func (p *Provider) wait(c *peer, id uint32, seen uint64) (wire.Code, string) {
 		return wire.CodeLimit, "a wait is already in progress on this connection"
 	}
 	c.waiting, c.waitID = true, id
+	p.waiters[c] = struct{}{}
 	cur := p.gen.Load()
 	switch {
 	case seen != 0 && seen != cur, c.watcher && c.tracked && c.acked != cur:
@@ -138,74 +145,5 @@ func (p *Provider) cancelWait(c *peer) {
 	defer p.mu.Unlock()
 	if c.waiting {
 		p.endWaitLocked(c, wire.WaitCancelled)
-	}
-}
-
-// A deferred generation event is retried eventRetryMin after the bump or
-// the request that found it deferred, then at doubling intervals up to
-// eventRetryMax, until the watcher has read what was queued for it.
-const (
-	eventRetryMin = time.Millisecond
-	eventRetryMax = 250 * time.Millisecond
-)
-
-// eventResult is what became of one attempt to send a generation event.
-type eventResult int
-
-const (
-	eventSent     eventResult = iota
-	eventDeferred             // the watcher has not read everything yet
-	eventFailed               // the connection is broken; it has been closed
-)
-
-// notifier sends c generation events, at most one unread at a time
-// (docs/ABI.md §3.1). After a bump it sends one event carrying the newest
-// generation, but only once the watcher has read everything the provider
-// sent it before (sendEvent); until then the event is deferred and
-// retried, when the watcher sends its next request and on a timer. So a
-// watcher that reads slowly, or never, has at most one event queued, gets
-// the newest generation once it reads, never blocks the provider and is
-// never disconnected for it. seen is the generation c was up to date with
-// when it became a watcher.
-func (p *Provider) notifier(c *peer, seen uint64) {
-	defer p.wg.Done()
-	sent := seen // the generation of the last event sent (or seen)
-	retry := time.NewTimer(time.Hour)
-	retry.Stop()
-	defer retry.Stop()
-	armed, delay := false, eventRetryMin
-	for {
-		woken := false // by a bump or a request: retry soon again
-		select {
-		case <-c.notify:
-			woken = true
-		case <-retry.C:
-			armed = false
-		case <-c.done:
-			return
-		}
-		gen := p.gen.Load()
-		if gen == sent {
-			continue
-		}
-		switch p.sendEvent(c, gen) {
-		case eventSent:
-			sent, delay = gen, eventRetryMin
-			if armed {
-				retry.Stop()
-				armed = false
-			}
-		case eventDeferred:
-			p.deferredEvents.Add(1)
-			if woken {
-				delay = eventRetryMin
-			}
-			if !armed || woken {
-				retry.Reset(delay)
-				armed, delay = true, min(2*delay, eventRetryMax)
-			}
-		case eventFailed:
-			return
-		}
 	}
 }
