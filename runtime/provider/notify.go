@@ -68,8 +68,8 @@ func newNotifier() *notifier {
 	return &notifier{kick: make(chan struct{}, 1), rearm: make(chan struct{}, 1), stop: make(chan struct{})}
 }
 
-// start starts the dispatcher and the retrier; shutdown stops them (close
-// stop) after it dropped every peer.
+// startNotifier starts the dispatcher and the retrier; shutdown stops them
+// (closing stop) after it dropped every peer.
 func (p *Provider) startNotifier() {
 	p.wg.Add(2)
 	go p.dispatch()
