@@ -1,9 +1,7 @@
 package provider
 
 import (
-	"context"
 	"encoding/json"
-	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,26 +22,9 @@ import (
 // kept.
 func startExpecting(t *testing.T, dir string, grace time.Duration) (*testProvider, *logBuffer) {
 	t.Helper()
-	logs := new(logBuffer)
-	p, err := New(Config{Dir: dir, RestartGrace: grace, Logger: slog.New(slog.NewTextHandler(logs, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	tp := &testProvider{Provider: p, cancel: cancel, done: make(chan error, 1)}
-	go func() { tp.done <- p.Run(ctx) }()
-	select {
-	case <-p.Ready():
-	case err := <-tp.done:
-		t.Fatalf("provider stopped before it was ready: %v", err)
-	}
-	t.Cleanup(func() {
-		tp.stop()
-		if t.Failed() {
-			t.Logf("provider log:\n%s", logs)
-		}
-	})
-	return tp, logs
+	cfg := Config{Dir: dir, RestartGrace: grace}
+	logs := withLog(t, &cfg)
+	return startWith(t, cfg, nil), logs
 }
 
 // writeWatchers writes the watchers file a previous provider of this boot
