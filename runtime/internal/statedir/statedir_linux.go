@@ -156,9 +156,8 @@ func (d *Dir) lstat(name string) (unix.Stat_t, error) {
 // (O_NOFOLLOW), and without blocking on a FIFO planted under the name
 // (O_NONBLOCK, cleared again once the file is known to be regular). The
 // file must be a regular file with one link that neither group nor others
-// may write, owned by the provider's user when it is the provider's own
-// (mine), else by root or the caller.
-func (d *Dir) openAt(name string, flags int, perm uint32, mine bool) (*os.File, error) {
+// may write, owned by the provider's user.
+func (d *Dir) openAt(name string, flags int, perm uint32) (*os.File, error) {
 	path := d.name(name)
 	fd, err := unix.Openat(d.fd, name, flags|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, perm)
 	if err != nil {
@@ -178,10 +177,8 @@ func (d *Dir) openAt(name string, flags int, perm uint32, mine bool) (*os.File, 
 		bad = fmt.Errorf("%w: %s is not a regular file (mode %#o): remove it", ErrUntrusted, path, st.Mode)
 	case st.Nlink != 1:
 		bad = fmt.Errorf("%w: %s has %d hard links, so writing it would change another file too: remove it", ErrUntrusted, path, st.Nlink)
-	case mine && st.Uid != uint32(os.Geteuid()):
+	case st.Uid != uint32(os.Geteuid()):
 		bad = fmt.Errorf("%w: %s is owned by uid %d, not by uid %d (this provider's user): remove it", ErrUntrusted, path, st.Uid, os.Geteuid())
-	case !mine && !trustedUID(st.Uid):
-		bad = fmt.Errorf("%w: %s is owned by uid %d, not by %s: have it removed, or use another --dir / SNAPSAFE_DIR", ErrUntrusted, path, st.Uid, trustedOwners())
 	case mode&0o022 != 0:
 		// Even once its mode is fixed, a descriptor or a mapping someone
 		// opened for writing meanwhile would still write it.
@@ -205,7 +202,7 @@ func (d *Dir) openAt(name string, flags int, perm uint32, mine bool) (*os.File, 
 // shared lock on it and keep every later provider from starting. A lock file
 // an earlier version left at 0644 is made 0600 through the descriptor.
 func (d *Dir) OpenLock() (*os.File, error) {
-	f, err := d.openAt(LockFile, unix.O_RDWR|unix.O_CREAT, 0o600, true)
+	f, err := d.openAt(LockFile, unix.O_RDWR|unix.O_CREAT, 0o600)
 	if err != nil {
 		return nil, err
 	}
@@ -216,13 +213,6 @@ func (d *Dir) OpenLock() (*os.File, error) {
 	return f, nil
 }
 
-// OpenPage opens the generation page read-only, for a client: a regular
-// file owned by root or the caller that neither group nor others can
-// write. Map it with shm.MapPageFile.
-func (d *Dir) OpenPage() (*os.File, error) {
-	return d.openAt(PageFile, unix.O_RDONLY, 0, false)
-}
-
 // maxPrivate bounds what ReadPrivate reads.
 const maxPrivate = 16 << 20
 
@@ -231,7 +221,7 @@ const maxPrivate = 16 << 20
 // neither group nor others may write. A missing file fails with an error
 // matching fs.ErrNotExist.
 func (d *Dir) ReadPrivate(name string) ([]byte, error) {
-	f, err := d.openAt(name, unix.O_RDONLY, 0, true)
+	f, err := d.openAt(name, unix.O_RDONLY, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -257,7 +247,7 @@ func (d *Dir) ReplacePrivate(name string, data []byte) error {
 	if err := unix.Unlinkat(d.fd, tmp, 0); err != nil && !errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("removing %s: %w", d.name(tmp), err)
 	}
-	f, err := d.openAt(tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL, 0o600, true)
+	f, err := d.openAt(tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL, 0o600)
 	if err != nil {
 		return err
 	}

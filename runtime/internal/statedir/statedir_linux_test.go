@@ -135,51 +135,51 @@ func TestOpenRefusesSymlinkedDir(t *testing.T) {
 	}
 }
 
-// TestOpenPageRefuses: a client maps only a regular page file, reached
-// without a symbolic link, owned by root or itself, that nobody else may
-// write; a FIFO planted as the page does not hang it.
-func TestOpenPageRefuses(t *testing.T) {
+// TestReadPrivateRefuses: the provider reads only a regular private file,
+// reached without a symbolic link, owned by itself, that nobody else may
+// write; a FIFO planted under the name does not hang it.
+func TestReadPrivateRefuses(t *testing.T) {
 	testdevice.RequireRoot(t, "to give a file to uid 65534")
 	for _, tc := range []struct {
 		name  string
-		plant func(t *testing.T, page string)
+		plant func(t *testing.T, file string)
 		words []string
 	}{
-		{"symlink", func(t *testing.T, page string) {
+		{"symlink", func(t *testing.T, file string) {
 			real := filepath.Join(t.TempDir(), "real")
 			if err := os.WriteFile(real, make([]byte, 4096), 0o444); err != nil {
 				t.Fatal(err)
 			}
-			if err := os.Symlink(real, page); err != nil {
+			if err := os.Symlink(real, file); err != nil {
 				t.Fatal(err)
 			}
 		}, []string{"symbolic link"}},
-		{"other owner", func(t *testing.T, page string) {
-			if err := os.WriteFile(page, make([]byte, 4096), 0o444); err != nil {
+		{"other owner", func(t *testing.T, file string) {
+			if err := os.WriteFile(file, make([]byte, 4096), 0o444); err != nil {
 				t.Fatal(err)
 			}
-			if err := os.Chown(page, 65534, 65534); err != nil {
+			if err := os.Chown(file, 65534, 65534); err != nil {
 				t.Fatal(err)
 			}
 		}, []string{"uid 65534"}},
-		{"world-writable", func(t *testing.T, page string) {
-			if err := os.WriteFile(page, make([]byte, 4096), 0o444); err != nil {
+		{"world-writable", func(t *testing.T, file string) {
+			if err := os.WriteFile(file, make([]byte, 4096), 0o444); err != nil {
 				t.Fatal(err)
 			}
-			if err := os.Chmod(page, 0o666); err != nil {
+			if err := os.Chmod(file, 0o666); err != nil {
 				t.Fatal(err)
 			}
 		}, []string{"0666"}},
-		{"fifo", func(t *testing.T, page string) {
-			if err := syscall.Mkfifo(page, 0o444); err != nil {
+		{"fifo", func(t *testing.T, file string) {
+			if err := syscall.Mkfifo(file, 0o444); err != nil {
 				t.Fatal(err)
 			}
 		}, []string{"not a regular file"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			page := filepath.Join(dir, statedir.PageFile)
-			tc.plant(t, page)
+			file := filepath.Join(dir, statedir.WatchersFile)
+			tc.plant(t, file)
 			d, err := statedir.Open(dir)
 			if err != nil {
 				t.Fatal(err)
@@ -187,18 +187,15 @@ func TestOpenPageRefuses(t *testing.T) {
 			defer d.Close()
 			opened := make(chan error, 1)
 			go func() {
-				f, err := d.OpenPage()
-				if err == nil {
-					f.Close()
-				}
+				_, err := d.ReadPrivate(statedir.WatchersFile)
 				opened <- err
 			}()
 			select {
 			case err = <-opened:
 			case <-time.After(eventually.Timeout):
-				t.Fatalf("OpenPage hung for %v on a planted %s", eventually.Timeout, tc.name)
+				t.Fatalf("ReadPrivate hung for %v on a planted %s", eventually.Timeout, tc.name)
 			}
-			wantUntrusted(t, err, append([]string{page}, tc.words...)...)
+			wantUntrusted(t, err, append([]string{file}, tc.words...)...)
 		})
 	}
 }
