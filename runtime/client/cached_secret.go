@@ -54,8 +54,9 @@ type CachedSecret struct {
 // NewCachedSecret returns a CachedSecret of size bytes (1 to
 // shm.MaxRegionSize) in a new wipe region of c. fill writes the secret for
 // generation gen into secret; it is called only once the provider's wipe
-// for gen has completed. It must not keep secret, nor call Use or Close. Nothing is filled until the first Use. ctx bounds the
-// requests for the region and the watcher.
+// for gen has completed. It must not keep secret, nor call Use or Close.
+// Nothing is filled until the first Use. ctx bounds the requests for the
+// region and the watcher.
 func NewCachedSecret(ctx context.Context, c *Client, size int, fill func(ctx context.Context, gen uint64, secret []byte) error, opts ...CacheOption) (*CachedSecret, error) {
 	if c == nil || fill == nil {
 		return nil, errors.New("cached secret: a Client and a fill function are needed")

@@ -1,8 +1,11 @@
 // Package client is what applications import to use a snapsafe provider:
 // attaching to its state directory, the one-load generation probe,
-// consistent snapshots of the page, watchers and their acknowledgements, the
-// orchestrator wait, forced bumps, wipe-on-restore regions and the VMClock
-// device.
+// consistent snapshots of the page, watchers and their acknowledgements
+// (re-attaching by themselves when the provider restarts, unless
+// NoReconnect), the orchestrator wait, forced bumps, wipe-on-restore
+// regions, the VMClock device, and values rebuilt once per generation:
+// Cached for any value, CachedSecret for key material kept in a
+// wipe-on-restore region.
 //
 // A provider (package runtime/provider, run by snapsafed) owns a state
 // directory holding the generation page ("generation"), the control socket
