@@ -232,19 +232,28 @@ func TestWatcherCloseStopsReconnect(t *testing.T) {
 	}
 }
 
-// TestWatcherRetriesRefusal: a provider that refuses the watcher (its bound
-// on clients is reached) is asked again until it admits it.
-func TestWatcherRetriesRefusal(t *testing.T) {
-	dir := t.TempDir()
-	p1 := testprovider.Start(t, provider.Config{Dir: dir})
+// watchThenStop starts a provider on dir, watches it with connEvents and
+// stops it, returning once the watcher reported the loss. The caller closes
+// the watcher.
+func watchThenStop(t *testing.T, dir string) (*client.Watcher, *connEvents) {
+	t.Helper()
+	p := testprovider.Start(t, provider.Config{Dir: dir})
 	ev := newConnEvents()
 	w, err := mustAttach(t, dir).Watch(ctxFor(t, 5*time.Second), ev.option())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer w.Close()
-	p1.Stop()
+	p.Stop()
 	receive(t, "the watcher to lose the provider", ev.lost)
+	return w, ev
+}
+
+// TestWatcherRetriesRefusal: a provider that refuses the watcher (its bound
+// on clients is reached) is asked again until it admits it.
+func TestWatcherRetriesRefusal(t *testing.T) {
+	dir := t.TempDir()
+	w, ev := watchThenStop(t, dir)
+	defer w.Close()
 	p2 := testprovider.Start(t, provider.Config{Dir: dir, MaxClients: 2, ReservedClients: 1})
 	// Fill the bound; the watcher may have taken a place first.
 	var fillers []*client.Client
@@ -281,15 +290,8 @@ func TestWatcherRetriesRefusal(t *testing.T) {
 func TestWatcherNeverReattachesUntrusted(t *testing.T) {
 	testdevice.RequireRoot(t, "to give the socket to uid 65534")
 	dir := t.TempDir()
-	p1 := testprovider.Start(t, provider.Config{Dir: dir})
-	ev := newConnEvents()
-	w, err := mustAttach(t, dir).Watch(ctxFor(t, 5*time.Second), ev.option())
-	if err != nil {
-		t.Fatal(err)
-	}
+	w, ev := watchThenStop(t, dir)
 	defer w.Close()
-	p1.Stop()
-	receive(t, "the watcher to lose the provider", ev.lost)
 	// A listener at the socket's name, owned by uid 65534.
 	path := filepath.Join(dir, statedir.SocketFile)
 	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: path, Net: "unixpacket"})
