@@ -31,6 +31,7 @@ type env struct {
 	t    *testing.T
 	dir  string
 	tp   *testprovider.Provider
+	addr net.Addr
 	base string // http://127.0.0.1:PORT
 	tok  string
 }
@@ -39,13 +40,21 @@ type env struct {
 // token file.
 func start(t *testing.T) *env {
 	t.Helper()
+	e := startOn(t, "tcp:127.0.0.1:0")
+	e.base = "http://" + e.addr.String()
+	return e
+}
+
+// startOn is start with the endpoint on listen; base is left empty.
+func startOn(t *testing.T, listen string) *env {
+	t.Helper()
 	e := &env{t: t, dir: t.TempDir()}
 	e.tok = base64.RawURLEncoding.EncodeToString(random(t, 24))
 	tokFile := filepath.Join(t.TempDir(), "token")
 	if err := os.WriteFile(tokFile, []byte(e.tok+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	srv, err := hostapi.New(hostapi.Config{Listen: []string{"tcp:127.0.0.1:0"}, TokenFile: tokFile, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	srv, err := hostapi.New(hostapi.Config{Listen: []string{listen}, TokenFile: tokFile, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +68,7 @@ func start(t *testing.T) *env {
 			t.Errorf("Serve: %v", err)
 		}
 	})
-	e.base = "http://" + srv.Addrs()[0].String()
+	e.addr = srv.Addrs()[0]
 	return e
 }
 
