@@ -198,9 +198,17 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// startWatch starts snapsafectl watch; its output goes to the buffer.
 func startWatch(t *testing.T, dir string, args ...string) (*exec.Cmd, *syncBuffer) {
 	t.Helper()
+	return startWatchAs(t, nil, dir, args...)
+}
+
+// startWatchAs is startWatch as cred (nil: this process's user).
+func startWatchAs(t *testing.T, cred *syscall.Credential, dir string, args ...string) (*exec.Cmd, *syncBuffer) {
+	t.Helper()
 	cmd := exec.Command(filepath.Join(bin, "snapsafectl"), append([]string{"--dir", dir, "watch"}, args...)...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 	out := new(syncBuffer)
 	cmd.Stdout = out
 	cmd.Stderr = out
