@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -114,22 +113,10 @@ func ctl(t *testing.T, dir string, args ...string) (string, string, int) {
 	return ctlAs(t, nil, dir, args...)
 }
 
+// ctlAs is ctl as cred (nil: this process's user).
 func ctlAs(t *testing.T, cred *syscall.Credential, dir string, args ...string) (string, string, int) {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(bin, "snapsafectl"), append([]string{"--dir", dir}, args...)...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-		return out.String(), errb.String(), 0
-	case errors.As(err, &ee):
-		return out.String(), errb.String(), ee.ExitCode()
-	}
-	t.Fatalf("running snapsafectl %v: %v", args, err)
-	return "", "", -1
+	return runAs(t, cred, nil, "snapsafectl", append([]string{"--dir", dir}, args...)...)
 }
 
 func mustCtl(t *testing.T, dir string, args ...string) string {
