@@ -542,7 +542,7 @@ func TestIntegrationFullDisk(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			mnt := t.TempDir()
 			if err := unix.Mount("tmpfs", mnt, "tmpfs", 0, "size=12k,mode=0755"); err != nil {
-				t.Skipf("cannot mount a tmpfs: %v", err)
+				testdevice.Skip(t, "cannot mount a tmpfs: %v", err)
 			}
 			t.Cleanup(func() {
 				if err := unix.Unmount(mnt, 0); err != nil {
