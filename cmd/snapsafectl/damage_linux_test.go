@@ -466,32 +466,6 @@ func TestIntegrationPageDamageAsProviderUser(t *testing.T) {
 		t.Fatal(err)
 	}
 	nobody := &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
-	start := func() *provider {
-		t.Helper()
-		cmd := exec.Command(filepath.Join(bin, "snapsafed"), "--dir", dir, "--backend", "manual")
-		cmd.SysProcAttr = nobody
-		log := new(syncBuffer)
-		cmd.Stderr = log
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		p := &provider{cmd: cmd, log: log, cred: nobody.Credential}
-		t.Cleanup(func() {
-			if p.cmd.ProcessState == nil {
-				p.cmd.Process.Kill()
-				p.cmd.Wait()
-			}
-			if t.Failed() {
-				t.Logf("provider log:\n%s", p.log)
-			}
-		})
-		// As its own user: a client trusts only a directory of root or itself.
-		eventually.True(t, "the provider to start", func() bool {
-			_, _, code := ctlAs(t, nobody.Credential, dir, "status")
-			return code == 0
-		})
-		return p
-	}
 	asNobody := func(script string) {
 		t.Helper()
 		cmd := exec.Command("/bin/sh", "-c", script)
@@ -504,7 +478,7 @@ func TestIntegrationPageDamageAsProviderUser(t *testing.T) {
 	// Only uid 65534's own clients trust its directory, so the checks run
 	// snapsafectl as uid 65534; Go clients surviving the damage are shown
 	// against a root provider in TestIntegrationPageTruncated.
-	p := start()
+	p := startProviderAs(t, nobody.Credential, dir)
 	asNobody("chmod 0644 generation && : > generation")
 	republished(t, p, dir)
 	asNobody("rm -f generation")
@@ -518,7 +492,7 @@ func TestIntegrationPageDamageAsProviderUser(t *testing.T) {
 		t.Fatalf("bump as uid 65534 printed %q: %v", out, err)
 	}
 	p.stop(t, syscall.SIGKILL)
-	start()
+	startProviderAs(t, nobody.Credential, dir)
 	if got := statusAs(t, nobody.Credential, dir).Generation; got <= g {
 		t.Fatalf("generation %d after restarting the uid 65534 provider, was %d", got, g)
 	}

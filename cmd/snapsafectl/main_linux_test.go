@@ -66,15 +66,26 @@ type provider struct {
 	cred *syscall.Credential
 }
 
+// startProvider starts snapsafed on dir with the manual backend and args,
+// and waits until it serves status.
 func startProvider(t *testing.T, dir string, args ...string) *provider {
 	t.Helper()
+	return startProviderAs(t, nil, dir, args...)
+}
+
+// startProviderAs is startProvider as cred (nil: this process's user); it
+// checks readiness as cred too, since a client trusts only a directory of
+// root or its own user.
+func startProviderAs(t *testing.T, cred *syscall.Credential, dir string, args ...string) *provider {
+	t.Helper()
 	cmd := exec.Command(filepath.Join(bin, "snapsafed"), append([]string{"--dir", dir, "--backend", "manual"}, args...)...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 	log := new(syncBuffer)
 	cmd.Stderr = log
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &provider{cmd: cmd, log: log}
+	p := &provider{cmd: cmd, log: log, cred: cred}
 	t.Cleanup(func() {
 		if p.cmd.ProcessState == nil {
 			p.cmd.Process.Kill()
@@ -86,7 +97,7 @@ func startProvider(t *testing.T, dir string, args ...string) *provider {
 	})
 	// Ready means the status command works.
 	for end := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		if _, _, code := ctl(t, dir, "status"); code == 0 {
+		if _, _, code := ctlAs(t, cred, dir, "status"); code == 0 {
 			return p
 		}
 		if time.Now().After(end) {
