@@ -143,7 +143,7 @@ func TestIntegrationUeventForged(t *testing.T) {
 	for i := 0; i < 2; i++ {
 		err := unix.Sendto(sender, msg, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Groups: ueventGroupKernel})
 		if errors.Is(err, unix.EPERM) {
-			t.Skip("this kernel does not let this process send to the uevent group (needs CAP_NET_ADMIN in the initial namespace): nothing to forge")
+			testdevice.Skip(t, "this kernel does not let this process send to the uevent group (needs CAP_NET_ADMIN in the initial namespace): nothing to forge")
 		}
 		if err != nil {
 			t.Fatal(err)

@@ -56,14 +56,12 @@ func TestSelectAutoPrefersVMClock(t *testing.T) {
 // acpi, and says why.
 func TestIntegrationSelectAuto(t *testing.T) {
 	if _, err := acpi.Discover(); err != nil {
-		t.Skipf("needs a VMGENID device with a bound driver: %v", err)
+		testdevice.Skip(t, "needs a VMGENID device with a bound driver: %v", err)
 	}
 	if _, err := os.Stat(vmclock.DefaultPath); err == nil {
 		t.Skip("this machine has a VMClock device, which auto prefers")
 	}
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to read the kernel log: run the tests as root")
-	}
+	testdevice.RequireRoot(t, "to read the kernel log")
 	s, err := Select("auto", Options{})
 	if err != nil {
 		t.Fatal(err)

@@ -25,11 +25,6 @@ func MapPage(path string) (*Page, error) {
 	return mapPageFile(f)
 }
 
-// MapPageFile maps the generation page open as f read-only. f may be closed
-// afterwards. If f is a page file, the mapping faults once the file is
-// truncated, as with MapPage.
-func MapPageFile(f *os.File) (*Page, error) { return mapPageFile(f) }
-
 func mapPageFile(f *os.File) (*Page, error) {
 	fi, err := f.Stat()
 	if err != nil {

@@ -13,11 +13,6 @@ func MapPage(path string) (*Page, error) {
 	return nil, fmt.Errorf("mapping generation page: %w", ErrNotSupported)
 }
 
-// MapPageFile is not supported on this system.
-func MapPageFile(f *os.File) (*Page, error) {
-	return nil, fmt.Errorf("mapping generation page: %w", ErrNotSupported)
-}
-
 // MapPageMemfd is not supported on this system.
 func MapPageMemfd(f *os.File) (*Page, error) {
 	return nil, fmt.Errorf("mapping generation page: %w", ErrNotSupported)

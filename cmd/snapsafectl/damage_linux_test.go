@@ -176,9 +176,8 @@ func (c *damageClientProc) finish(t *testing.T) {
 func (p *provider) alive(t *testing.T) {
 	t.Helper()
 	// A dead child stays a zombie until the test reaps it.
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
-	if i := bytes.LastIndexByte(stat, ')'); err != nil || i < 0 || bytes.HasPrefix(stat[i+1:], []byte(" Z")) {
-		t.Fatalf("the provider died (%v):\n%s", err, p.log)
+	if !running(p.cmd.Process.Pid) {
+		t.Fatalf("the provider died:\n%s", p.log)
 	}
 }
 
@@ -467,32 +466,6 @@ func TestIntegrationPageDamageAsProviderUser(t *testing.T) {
 		t.Fatal(err)
 	}
 	nobody := &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
-	start := func() *provider {
-		t.Helper()
-		cmd := exec.Command(filepath.Join(bin, "snapsafed"), "--dir", dir, "--backend", "manual")
-		cmd.SysProcAttr = nobody
-		log := new(syncBuffer)
-		cmd.Stderr = log
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		p := &provider{cmd: cmd, log: log, cred: nobody.Credential}
-		t.Cleanup(func() {
-			if p.cmd.ProcessState == nil {
-				p.cmd.Process.Kill()
-				p.cmd.Wait()
-			}
-			if t.Failed() {
-				t.Logf("provider log:\n%s", p.log)
-			}
-		})
-		// As its own user: a client trusts only a directory of root or itself.
-		eventually.True(t, "the provider to start", func() bool {
-			_, _, code := ctlAs(t, nobody.Credential, dir, "status")
-			return code == 0
-		})
-		return p
-	}
 	asNobody := func(script string) {
 		t.Helper()
 		cmd := exec.Command("/bin/sh", "-c", script)
@@ -505,7 +478,7 @@ func TestIntegrationPageDamageAsProviderUser(t *testing.T) {
 	// Only uid 65534's own clients trust its directory, so the checks run
 	// snapsafectl as uid 65534; Go clients surviving the damage are shown
 	// against a root provider in TestIntegrationPageTruncated.
-	p := start()
+	p := startProviderAs(t, nobody.Credential, dir)
 	asNobody("chmod 0644 generation && : > generation")
 	republished(t, p, dir)
 	asNobody("rm -f generation")
@@ -519,7 +492,7 @@ func TestIntegrationPageDamageAsProviderUser(t *testing.T) {
 		t.Fatalf("bump as uid 65534 printed %q: %v", out, err)
 	}
 	p.stop(t, syscall.SIGKILL)
-	start()
+	startProviderAs(t, nobody.Credential, dir)
 	if got := statusAs(t, nobody.Credential, dir).Generation; got <= g {
 		t.Fatalf("generation %d after restarting the uid 65534 provider, was %d", got, g)
 	}
@@ -543,7 +516,7 @@ func TestIntegrationFullDisk(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			mnt := t.TempDir()
 			if err := unix.Mount("tmpfs", mnt, "tmpfs", 0, "size=12k,mode=0755"); err != nil {
-				t.Skipf("cannot mount a tmpfs: %v", err)
+				testdevice.Skip(t, "cannot mount a tmpfs: %v", err)
 			}
 			t.Cleanup(func() {
 				if err := unix.Unmount(mnt, 0); err != nil {

@@ -2,8 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -34,18 +32,6 @@ func watcherList(t *testing.T, dir string) []watcherJSON {
 	return s.List
 }
 
-// startWatchAs is startWatch as another user.
-func startWatchAs(t *testing.T, cred *syscall.Credential, dir string, args ...string) *exec.Cmd {
-	t.Helper()
-	cmd := exec.Command(filepath.Join(bin, "snapsafectl"), append([]string{"--dir", dir, "watch"}, args...)...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	return cmd
-}
-
 // TestIntegrationWatcherIdentity walks the watcher bar: status --json lists
 // each watcher with pid, uid, comm, label, acked, outdated and tracked;
 // wait --timeout names the outdated watcher by its label; with
@@ -56,7 +42,7 @@ func TestIntegrationWatcherIdentity(t *testing.T) {
 	dir := stateDir(t)
 	startProvider(t, dir, "--track-group", "nogroup") // gid 65534 on Debian
 
-	w := startWatchAs(t, nil, dir, "--label", "ticket-keys")
+	w, _ := startWatch(t, dir, "--label", "ticket-keys")
 	eventually.True(t, "the watcher", func() bool { return len(watcherList(t, dir)) == 1 })
 	g := status(t, dir).Generation
 	l := watcherList(t, dir)[0]

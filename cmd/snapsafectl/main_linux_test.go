@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -67,15 +66,26 @@ type provider struct {
 	cred *syscall.Credential
 }
 
+// startProvider starts snapsafed on dir with the manual backend and args,
+// and waits until it serves status.
 func startProvider(t *testing.T, dir string, args ...string) *provider {
 	t.Helper()
+	return startProviderAs(t, nil, dir, args...)
+}
+
+// startProviderAs is startProvider as cred (nil: this process's user); it
+// checks readiness as cred too, since a client trusts only a directory of
+// root or its own user.
+func startProviderAs(t *testing.T, cred *syscall.Credential, dir string, args ...string) *provider {
+	t.Helper()
 	cmd := exec.Command(filepath.Join(bin, "snapsafed"), append([]string{"--dir", dir, "--backend", "manual"}, args...)...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 	log := new(syncBuffer)
 	cmd.Stderr = log
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &provider{cmd: cmd, log: log}
+	p := &provider{cmd: cmd, log: log, cred: cred}
 	t.Cleanup(func() {
 		if p.cmd.ProcessState == nil {
 			p.cmd.Process.Kill()
@@ -87,7 +97,7 @@ func startProvider(t *testing.T, dir string, args ...string) *provider {
 	})
 	// Ready means the status command works.
 	for end := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		if _, _, code := ctl(t, dir, "status"); code == 0 {
+		if _, _, code := ctlAs(t, cred, dir, "status"); code == 0 {
 			return p
 		}
 		if time.Now().After(end) {
@@ -114,22 +124,10 @@ func ctl(t *testing.T, dir string, args ...string) (string, string, int) {
 	return ctlAs(t, nil, dir, args...)
 }
 
+// ctlAs is ctl as cred (nil: this process's user).
 func ctlAs(t *testing.T, cred *syscall.Credential, dir string, args ...string) (string, string, int) {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(bin, "snapsafectl"), append([]string{"--dir", dir}, args...)...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-		return out.String(), errb.String(), 0
-	case errors.As(err, &ee):
-		return out.String(), errb.String(), ee.ExitCode()
-	}
-	t.Fatalf("running snapsafectl %v: %v", args, err)
-	return "", "", -1
+	return runAs(t, cred, nil, "snapsafectl", append([]string{"--dir", dir}, args...)...)
 }
 
 func mustCtl(t *testing.T, dir string, args ...string) string {
@@ -198,9 +196,17 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// startWatch starts snapsafectl watch; its output goes to the buffer.
 func startWatch(t *testing.T, dir string, args ...string) (*exec.Cmd, *syncBuffer) {
 	t.Helper()
+	return startWatchAs(t, nil, dir, args...)
+}
+
+// startWatchAs is startWatch as cred (nil: this process's user).
+func startWatchAs(t *testing.T, cred *syscall.Credential, dir string, args ...string) (*exec.Cmd, *syncBuffer) {
+	t.Helper()
 	cmd := exec.Command(filepath.Join(bin, "snapsafectl"), append([]string{"--dir", dir, "watch"}, args...)...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 	out := new(syncBuffer)
 	cmd.Stdout = out
 	cmd.Stderr = out

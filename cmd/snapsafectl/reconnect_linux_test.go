@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -29,24 +30,18 @@ func running(pid int) bool {
 	if err != nil {
 		return false
 	}
-	// The state follows the command name in parentheses; Z: exited.
-	_, rest, _ := strings.Cut(string(b), ") ")
-	return !strings.HasPrefix(rest, "Z")
+	// The state follows the command name in parentheses (the name may hold
+	// a parenthesis itself); Z: exited.
+	i := bytes.LastIndexByte(b, ')')
+	return i >= 0 && !bytes.HasPrefix(b[i+1:], []byte(" Z"))
 }
 
 // restartWithWatcherStopped restarts the provider (stopping it with sig)
 // while the watcher process is stopped (SIGSTOP), once the watcher has
 // lost the old provider, so that the new provider is up before the watcher
 // can re-attach. It returns the new provider; resume the watcher with
-// SIGCONT.
-func restartWithWatcherStopped(t *testing.T, dir string, p *provider, sig syscall.Signal, w *exec.Cmd, out *syncBuffer) *provider {
-	t.Helper()
-	return restartWithWatcherStoppedArgs(t, dir, p, sig, w, out)
-}
-
-// restartWithWatcherStoppedArgs is restartWithWatcherStopped starting the
-// new provider with args.
-func restartWithWatcherStoppedArgs(t *testing.T, dir string, p *provider, sig syscall.Signal, w *exec.Cmd, out *syncBuffer, args ...string) *provider {
+// SIGCONT. The new provider starts with args.
+func restartWithWatcherStopped(t *testing.T, dir string, p *provider, sig syscall.Signal, w *exec.Cmd, out *syncBuffer, args ...string) *provider {
 	t.Helper()
 	lost := strings.Count(out.String(), "lost the provider")
 	p.stop(t, sig)
@@ -214,7 +209,7 @@ func TestIntegrationRestartGraceZero(t *testing.T) {
 	p := startProvider(t, dir)
 	w, out := startWatch(t, dir, "--ack", "--label", "svc")
 	eventually.True(t, "the watcher", func() bool { return status(t, dir).Watchers == 1 })
-	restartWithWatcherStoppedArgs(t, dir, p, syscall.SIGTERM, w, out, "--restart-grace", "0")
+	restartWithWatcherStopped(t, dir, p, syscall.SIGTERM, w, out, "--restart-grace", "0")
 	if l := watcherList(t, dir); len(l) != 0 {
 		t.Fatalf("with --restart-grace 0: watcher_list %+v, want none expected", l)
 	}

@@ -44,7 +44,7 @@ func userEnv(tmp string) []string {
 }
 
 // runAs runs one of the built binaries as cred (nil: this process's user)
-// with env, and returns stdout, stderr and the exit code. It gives up
+// with env (nil: this process's), and returns stdout, stderr and the exit code. It gives up
 // after 20 seconds.
 func runAs(t *testing.T, cred *syscall.Credential, env []string, name string, args ...string) (string, string, int) {
 	t.Helper()
