@@ -77,6 +77,13 @@ func (p *Provider) Bump(reason shm.Reason, floor uint64) (uint64, error) {
 // recorded before the generation is published.
 //
 // Before publishing, the kernel RNG is reseeded unless proven (reseedLocked).
+//
+// Every bump goes through here, under mu: Bump (forced and start-up),
+// Restore (host), onEvent (restore events) and checkPage (a damaged page
+// file). The kernel reseed (an ioctl) and the high-water file's fdatasync
+// run under mu too, on purpose: both must come before the generation is
+// published, and no other bump, ack or watch may slip in between; bumps are
+// rare, and nothing that waits for a client runs under mu.
 func (p *Provider) bumpWithLocked(reason shm.Reason, floor uint64, proven bool, entropy []byte) (uint64, error) {
 	if p.closed {
 		return 0, errors.New("provider is shutting down")

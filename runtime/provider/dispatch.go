@@ -16,7 +16,8 @@ func (p *Provider) refuse(c *peer, id uint32, code wire.Code, text string) {
 	p.send(c, wire.EncodeError(id, code, text), nil)
 }
 
-// handle answers one request; false closes the connection.
+// handle answers one request other than ack (which its reactor answers:
+// answerAck); false closes the connection.
 func (p *Provider) handle(c *peer, m wire.Message) bool {
 	reply := func(t wire.Type, payload []byte) bool { return p.send(c, wire.Encode(t, m.ID, payload), nil) }
 	fail := func(code wire.Code, text string) bool { return p.send(c, wire.EncodeError(m.ID, code, text), nil) }
@@ -45,11 +46,6 @@ func (p *Provider) handle(c *peer, m wire.Message) bool {
 			return fail(wire.CodeInvalid, err.Error())
 		}
 		return reply(wire.WatchOK, wire.U64(p.watch(c, seen, label)))
-	case wire.Ack:
-		if code, text := p.ack(c, m.U64()); code != 0 {
-			return fail(code, text)
-		}
-		return reply(wire.AckOK, m.Payload)
 	case wire.Wait:
 		if code, text := p.wait(c, m.ID, m.U64()); code != 0 {
 			return fail(code, text)

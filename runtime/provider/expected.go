@@ -210,7 +210,7 @@ func (p *Provider) checkExpected(now time.Time) {
 	}
 }
 
-// expectedList describes the expected watchers for the lists request.
+// expectedListLocked describes the expected watchers for the lists request.
 func (p *Provider) expectedListLocked() []api.Watcher {
 	l := make([]api.Watcher, 0, len(p.exp.list))
 	for _, e := range p.exp.list {

@@ -146,6 +146,20 @@ func processGone(pid int) bool {
 	return i < 0 || i+2 >= len(s) || s[i+2] == 'Z' || s[i+2] == 'X'
 }
 
+// forkingHook is a hook that starts a child and waits for it; it writes
+// its own pid and the child's to OUT/hook and OUT/child (hookPIDs), the
+// hook's last.
+const forkingHook = `sleep 1000 &
+echo $! > OUT/child
+echo $$ > OUT/hook
+wait`
+
+// hookPIDs reads the pids a forkingHook wrote to out.
+func hookPIDs(t *testing.T, out string) (hook, child int) {
+	t.Helper()
+	return readPID(t, filepath.Join(out, "hook")), readPID(t, filepath.Join(out, "child"))
+}
+
 func readPID(t *testing.T, path string) int {
 	t.Helper()
 	b, err := os.ReadFile(path)
@@ -299,10 +313,7 @@ func TestHookFailureBlocksWait(t *testing.T) {
 // as failed and holds up the wait.
 func TestHookTimeoutKillsGroup(t *testing.T) {
 	dir, out := newHookDirs(t)
-	writeHook(t, dir, out, "10-hang", `sleep 1000 &
-echo $! > OUT/child
-echo $$ > OUT/hook
-wait`, 0o755)
+	writeHook(t, dir, out, "10-hang", forkingHook, 0o755)
 	f := startHooked(t, dir, out, time.Second)
 	f.bump(t)
 	eventually.True(t, "the hook to time out", func() bool { return f.hooks(t)["10-hang"].State == "failed" })
@@ -310,7 +321,7 @@ wait`, 0o755)
 	if !strings.Contains(h.Reason, "timed out after 1s") {
 		t.Fatalf("timed-out hook: %+v", h)
 	}
-	hook, child := readPID(t, filepath.Join(out, "hook")), readPID(t, filepath.Join(out, "child"))
+	hook, child := hookPIDs(t, out)
 	eventually.True(t, "the hook and its child to be killed", func() bool { return processGone(hook) && processGone(child) })
 	if s := status(t, f.c); s.Outdated != 1 {
 		t.Fatalf("outdated %d after the hook timed out, want 1", s.Outdated)
@@ -522,17 +533,14 @@ func TestHookRescan(t *testing.T) {
 // hook with its process group, and does not wait for its timeout.
 func TestHookShutdownKillsRunning(t *testing.T) {
 	dir, out := newHookDirs(t)
-	writeHook(t, dir, out, "10-forever", `sleep 1000 &
-echo $! > OUT/child
-echo $$ > OUT/hook
-wait`, 0o755)
+	writeHook(t, dir, out, "10-forever", forkingHook, 0o755)
 	f := startHooked(t, dir, out, time.Hour)
 	f.bump(t)
 	eventually.True(t, "the hook to start its child", func() bool {
 		b, _ := os.ReadFile(filepath.Join(out, "hook"))
 		return strings.HasSuffix(string(b), "\n")
 	})
-	hook, child := readPID(t, filepath.Join(out, "hook")), readPID(t, filepath.Join(out, "child"))
+	hook, child := hookPIDs(t, out)
 	f.stop()
 	eventually.True(t, "the hook and its child to be killed", func() bool { return processGone(hook) && processGone(child) })
 	if len(f.logs.lines(`why="killed with its process group: the provider is stopping"`)) != 1 {

@@ -24,7 +24,7 @@ type eventResult int
 const (
 	eventSent     eventResult = iota
 	eventDeferred             // the watcher has not read everything yet
-	eventFailed               // the connection is broken; it has been closed
+	eventFailed               // the connection is broken; it has been shut down (kill)
 )
 
 // fanOutChunk is the fewest watchers a helper of one fan-out takes on: below
@@ -36,7 +36,7 @@ const fanOutChunk = 512
 //
 //   - after a bump, its dispatcher (one goroutine) tries every watcher, the
 //     list split among up to GOMAXPROCS goroutines;
-//   - after each request of a watcher's, its serve goroutine tries it;
+//   - after each request of a watcher's, its reactor tries it (serveOne);
 //   - a watcher whose event was deferred (it had not read everything:
 //     sendEvent) is tried again by the retrier (one goroutine with one
 //     timer) eventRetryMin later, then at doubling intervals up to

@@ -445,6 +445,27 @@ func rawConn(t *testing.T, dir string) *net.UnixConn {
 	return uc
 }
 
+// wantErrorReply sends msg on a new raw connection and checks that the
+// provider answers it with an error of code and id, then closes the
+// connection.
+func wantErrorReply(t *testing.T, dir string, msg []byte, code wire.Code, id uint32) {
+	t.Helper()
+	uc := rawConn(t, dir)
+	if _, err := uc.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	m, err := readMsg(t, uc)
+	if err != nil {
+		t.Fatalf("no error reply: %v", err)
+	}
+	if m.Type != wire.Error || len(m.Payload) < 4 || wire.Code(m.U32()) != code || m.ID != id {
+		t.Fatalf("reply %#x payload %q id %d, want error code %d id %d", m.Type, m.Payload, m.ID, code, id)
+	}
+	if _, err := readMsg(t, uc); err != io.EOF {
+		t.Fatalf("connection not closed after the error: %v", err)
+	}
+}
+
 func readMsg(t *testing.T, uc *net.UnixConn) (wire.Message, error) {
 	buf := make([]byte, wire.MaxMessage)
 	uc.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -477,22 +498,7 @@ func TestMisbehavingPeersAreClosed(t *testing.T) {
 		{"event type", wire.Encode(wire.Generation, 6, wire.U64(1)), wire.CodeUnknown, 6},
 		{"reserved bytes", reserved, wire.CodeMalformed, 7},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			uc := rawConn(t, dir)
-			if _, err := uc.Write(tc.msg); err != nil {
-				t.Fatal(err)
-			}
-			m, err := readMsg(t, uc)
-			if err != nil {
-				t.Fatalf("no error reply: %v", err)
-			}
-			if m.Type != wire.Error || wire.Code(m.U32()) != tc.code || m.ID != tc.id {
-				t.Fatalf("reply %#x code %d id %d, want error code %d id %d", m.Type, m.U32(), m.ID, tc.code, tc.id)
-			}
-			if _, err := readMsg(t, uc); err != io.EOF {
-				t.Fatalf("connection not closed after the error: %v", err)
-			}
-		})
+		t.Run(tc.name, func(t *testing.T) { wantErrorReply(t, dir, tc.msg, tc.code, tc.id) })
 	}
 	// Everyone else is still served.
 	if _, err := good.Bump(ctxT(t, time.Second), 0); err != nil {

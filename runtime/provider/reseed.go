@@ -63,9 +63,6 @@ func (p *Provider) Restore(ctx context.Context, entropy []byte) (gen uint64, res
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.closed {
-		return 0, false, "", errors.New("provider is shutting down")
-	}
 	gen, err = p.bumpWithLocked(shm.ReasonHost, 0, false, entropy)
 	if err != nil {
 		return 0, false, "", err

@@ -364,8 +364,8 @@ func (p *Provider) serveOne(c *peer, buf []byte) {
 	p.handOff(c, func() bool { return p.handle(c, m) })
 }
 
-// answerAck is handle's answer to an ack, written without waiting when it
-// can be.
+// answerAck answers an ack, the one request a reactor answers itself:
+// written without waiting when it can be, else handed off.
 func (p *Provider) answerAck(c *peer, m wire.Message) {
 	var msg []byte
 	if code, text := p.ack(c, m.U64()); code != 0 {

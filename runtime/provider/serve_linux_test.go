@@ -1,7 +1,6 @@
 package provider
 
 import (
-	"io"
 	"os"
 	"testing"
 	"time"
@@ -36,22 +35,7 @@ func TestLongDatagramsRefused(t *testing.T) {
 		{"version 2, 300 bytes", version2, wire.CodeVersion, 0},
 		{"past the largest message", long(wire.Ack, 6, wire.MaxMessage+8), wire.CodeMalformed, 6},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			uc := rawConn(t, dir)
-			if _, err := uc.Write(tc.msg); err != nil {
-				t.Fatal(err)
-			}
-			m, err := readMsg(t, uc)
-			if err != nil {
-				t.Fatalf("no error reply: %v", err)
-			}
-			if m.Type != wire.Error || wire.Code(m.U32()) != tc.code || m.ID != tc.id {
-				t.Fatalf("reply %#x code %d id %d (%q), want error code %d id %d", m.Type, m.U32(), m.ID, m.Payload[4:], tc.code, tc.id)
-			}
-			if _, err := readMsg(t, uc); err != io.EOF {
-				t.Fatalf("connection not closed after the error: %v", err)
-			}
-		})
+		t.Run(tc.name, func(t *testing.T) { wantErrorReply(t, dir, tc.msg, tc.code, tc.id) })
 	}
 	// The longest request is still served.
 	uc := rawConn(t, dir)
